@@ -1,0 +1,23 @@
+//! policy-compiler: Kubernetes NetworkPolicy semantics, from cluster state to per-node allow-sets.
+//!
+//! Pure: no I/O, no async, no netfilter. Objects are lowered once (`lower`) into model types
+//! (`model`, `selector`); `compile` turns a snapshot into one node's `ir::Ruleset`, and keeps it
+//! up to date incrementally; `eval` decides flows from rulesets and `reference` decides them from
+//! the model, as the oracle.
+
+pub mod compile;
+pub mod diagnostic;
+pub mod eval;
+pub mod flow;
+mod index;
+pub mod ir;
+pub mod lower;
+pub mod model;
+pub mod reference;
+pub mod selector;
+
+pub use compile::{compile, compile_all, Compiler};
+pub use diagnostic::Diagnostic;
+pub use flow::{Flow, L4};
+pub use ir::Ruleset;
+pub use model::{ObjectKey, Protocol, Snapshot};
