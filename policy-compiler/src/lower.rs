@@ -301,9 +301,11 @@ fn directions(spec: &k8s_net::NetworkPolicySpec) -> Result<Directions, String> {
                 match t.as_str() {
                     "Ingress" => d.ingress = true,
                     "Egress" => d.egress = true,
-                    other => return Err(format!(
+                    other => {
+                        return Err(format!(
                         "spec.policyTypes: unknown type {other:?} (the policy now isolates both directions)"
-                    )),
+                    ))
+                    }
                 }
             }
             Ok(d)

@@ -1,0 +1,371 @@
+//! Reading cluster state from files: YAML (multi-document) or JSON, `kind: List`, directories and
+//! stdin (SPEC 1). Objects are parsed into k8s-openapi types, addressed where they have no
+//! address, and lowered into a snapshot.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1 as k8s_core;
+use k8s_openapi::api::networking::v1 as k8s_net;
+use policy_compiler::{lower, Diagnostic, Snapshot};
+use serde_json::Value;
+
+/// What was read: the snapshot, the compiler's diagnostics, and notes for stderr (skipped
+/// objects, addresses and nodes that were assigned).
+#[derive(Debug)]
+pub struct Input {
+    pub snapshot: Snapshot,
+    pub diagnostics: Vec<Diagnostic>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Document { path: String, message: String },
+    #[error("{path}: {kind} {name}: {message}")]
+    Object {
+        path: String,
+        kind: String,
+        name: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Addressing(String),
+}
+
+#[derive(Debug, Default)]
+struct Objects {
+    namespaces: Vec<k8s_core::Namespace>,
+    pods: Vec<k8s_core::Pod>,
+    policies: Vec<k8s_net::NetworkPolicy>,
+    nodes: Vec<k8s_core::Node>,
+}
+
+/// Reads every path (`-` is stdin) and lowers what they hold.
+pub fn load(paths: &[PathBuf]) -> Result<Input, InputError> {
+    let mut objects = Objects::default();
+    let mut notes = Vec::new();
+    for path in expand(paths)? {
+        let (name, text) = if path.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|source| InputError::Read {
+                    path: "<stdin>".into(),
+                    source,
+                })?;
+            ("<stdin>".to_string(), text)
+        } else {
+            let name = path.display().to_string();
+            let text = fs::read_to_string(&path).map_err(|source| InputError::Read {
+                path: name.clone(),
+                source,
+            })?;
+            (name, text)
+        };
+        parse_text(&name, &text, &mut objects, &mut notes)?;
+    }
+    assign_addresses(&mut objects.pods, &objects.nodes, &mut notes)?;
+    let (snapshot, diagnostics) = lower::snapshot(
+        &objects.namespaces,
+        &objects.pods,
+        &objects.policies,
+        &objects.nodes,
+    );
+    Ok(Input {
+        snapshot,
+        diagnostics,
+        notes,
+    })
+}
+
+/// Parses one file's text, as JSON when it starts with `{` or `[`, else as YAML documents.
+pub fn load_str(name: &str, text: &str) -> Result<Input, InputError> {
+    let mut objects = Objects::default();
+    let mut notes = Vec::new();
+    parse_text(name, text, &mut objects, &mut notes)?;
+    assign_addresses(&mut objects.pods, &objects.nodes, &mut notes)?;
+    let (snapshot, diagnostics) = lower::snapshot(
+        &objects.namespaces,
+        &objects.pods,
+        &objects.policies,
+        &objects.nodes,
+    );
+    Ok(Input {
+        snapshot,
+        diagnostics,
+        notes,
+    })
+}
+
+/// Files in the order given; directories recursively, their `*.yaml`, `*.yml`, `*.json` sorted.
+fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
+    let mut out = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            walk(path, &mut out)?;
+        } else {
+            out.push(path.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), InputError> {
+    let read_err = |source| InputError::Read {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(read_err)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn parse_text(
+    path: &str,
+    text: &str,
+    objects: &mut Objects,
+    notes: &mut Vec<String>,
+) -> Result<(), InputError> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        let value: Value = serde_json::from_str(text).map_err(|e| InputError::Syntax {
+            path: path.to_string(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        return add_value(path, value, objects, notes);
+    }
+    for document in serde_yaml_ng::Deserializer::from_str(text) {
+        let value: Value = serde::Deserialize::deserialize(document).map_err(|e| match e.location() {
+            Some(loc) => InputError::Syntax {
+                path: path.to_string(),
+                line: loc.line(),
+                column: loc.column(),
+                message: e.to_string(),
+            },
+            None => InputError::Document {
+                path: path.to_string(),
+                message: e.to_string(),
+            },
+        })?;
+        add_value(path, value, objects, notes)?;
+    }
+    Ok(())
+}
+
+fn add_value(
+    path: &str,
+    value: Value,
+    objects: &mut Objects,
+    notes: &mut Vec<String>,
+) -> Result<(), InputError> {
+    if value.is_null() {
+        return Ok(());
+    }
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("<unnamed>")
+        .to_string();
+    let object_err = |message: String| InputError::Object {
+        path: path.to_string(),
+        kind: kind.clone(),
+        name: name.clone(),
+        message,
+    };
+    match kind.as_str() {
+        "List" | "NamespaceList" | "PodList" | "NetworkPolicyList" | "NodeList" => {
+            let items = match value.get("items") {
+                Some(Value::Array(items)) => items.clone(),
+                Some(Value::Null) | None => Vec::new(),
+                Some(_) => return Err(object_err("items is not a list".to_string())),
+            };
+            let item_kind = kind
+                .strip_suffix("List")
+                .filter(|k| !k.is_empty())
+                .map(str::to_string);
+            for mut item in items {
+                if let (Some(k), Some(obj)) = (&item_kind, item.as_object_mut()) {
+                    obj.entry("kind").or_insert_with(|| Value::String(k.clone()));
+                    let version = if k == "NetworkPolicy" {
+                        "networking.k8s.io/v1"
+                    } else {
+                        "v1"
+                    };
+                    obj.entry("apiVersion")
+                        .or_insert_with(|| Value::String(version.to_string()));
+                }
+                add_value(path, item, objects, notes)?;
+            }
+        }
+        "Namespace" => objects
+            .namespaces
+            .push(serde_json::from_value(value).map_err(|e| object_err(e.to_string()))?),
+        "Pod" => objects
+            .pods
+            .push(serde_json::from_value(value).map_err(|e| object_err(e.to_string()))?),
+        "NetworkPolicy" => objects
+            .policies
+            .push(serde_json::from_value(value).map_err(|e| object_err(e.to_string()))?),
+        "Node" => objects
+            .nodes
+            .push(serde_json::from_value(value).map_err(|e| object_err(e.to_string()))?),
+        "" => {
+            return Err(InputError::Document {
+                path: path.to_string(),
+                message: format!("object {name:?} has no kind"),
+            })
+        }
+        other => notes.push(format!(
+            "{path}: skipping {other} {name}: netfence does not read this kind"
+        )),
+    }
+    Ok(())
+}
+
+/// Gives pods without `status.podIPs` deterministic addresses: 10.244.N.0/24 for the N-th node
+/// in order of appearance, and fd00:10:244:N::/64 too when the cluster is dual-stack (SPEC 1).
+fn assign_addresses(
+    pods: &mut [k8s_core::Pod],
+    nodes: &[k8s_core::Node],
+    notes: &mut Vec<String>,
+) -> Result<(), InputError> {
+    let ips_of = |p: &k8s_core::Pod| -> Vec<String> {
+        let status = p.status.as_ref();
+        let mut ips: Vec<String> = status
+            .and_then(|s| s.pod_ips.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|ip| ip.ip.clone())
+            .collect();
+        ips.extend(status.and_then(|s| s.pod_ip.clone()));
+        ips
+    };
+    let mut used: BTreeSet<IpAddr> = pods
+        .iter()
+        .flat_map(ips_of)
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    let dual_stack = used.iter().any(IpAddr::is_ipv6)
+        || nodes
+            .iter()
+            .flat_map(|n| n.spec.iter().flat_map(|s| s.pod_cidrs.iter().flatten()))
+            .any(|c| c.contains(':'));
+    let mut node_index: BTreeMap<String, u8> = BTreeMap::new();
+    let mut next_host: BTreeMap<String, u16> = BTreeMap::new();
+    for pod in pods.iter_mut() {
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| lower::DEFAULT_NODE.to_string());
+        let name = format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+            pod.metadata.name.as_deref().unwrap_or("<unnamed>")
+        );
+        if pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_none_or(str::is_empty)
+        {
+            notes.push(format!(
+                "pod {name}: no spec.nodeName, placed on {}",
+                lower::DEFAULT_NODE
+            ));
+        }
+        let count = node_index.len();
+        if !node_index.contains_key(&node) && count >= 255 {
+            return Err(InputError::Addressing(
+                "pods are spread over more than 255 nodes".to_string(),
+            ));
+        }
+        let index = *node_index.entry(node.clone()).or_insert(count as u8);
+        let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+        if host_network || !ips_of(pod).is_empty() {
+            continue;
+        }
+        let host = next_host.entry(node.clone()).or_insert(2);
+        let v4 = loop {
+            if *host > 254 {
+                return Err(InputError::Addressing(format!(
+                    "node {node}: more than 253 pods without addresses; give some pods status.podIPs"
+                )));
+            }
+            let candidate = IpAddr::V4(Ipv4Addr::new(10, 244, index, *host as u8));
+            *host += 1;
+            if used.insert(candidate) {
+                break candidate;
+            }
+        };
+        let mut ips = vec![v4];
+        if dual_stack {
+            let v6 = IpAddr::V6(Ipv6Addr::new(
+                0xfd00,
+                0x10,
+                0x244,
+                u16::from(index),
+                0,
+                0,
+                0,
+                *host - 1,
+            ));
+            if used.insert(v6) {
+                ips.push(v6);
+            }
+        }
+        let texts: Vec<String> = ips.iter().map(ToString::to_string).collect();
+        notes.push(format!(
+            "pod {name}: no status.podIPs, assigned {}",
+            texts.join(", ")
+        ));
+        let status = pod.status.get_or_insert_with(Default::default);
+        status.pod_ips = Some(
+            texts
+                .iter()
+                .map(|ip| k8s_core::PodIP { ip: ip.clone() })
+                .collect(),
+        );
+        status.pod_ip = Some(texts[0].clone());
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! The pod-to-pod reachability matrix, from the compiled rulesets or from the reference evaluator.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use policy_compiler::eval::decide_cluster;
+use policy_compiler::model::Pod;
+use policy_compiler::{compile_all, reference, Flow, ObjectKey, Protocol, Snapshot};
+use serde_json::{json, Map, Value};
+
+/// Which evaluator decides the cells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// Each node's compiled ruleset: egress on the source's node, ingress on the destination's.
+    Compiled,
+    /// The reference reading of the spec over the model.
+    Reference,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Matrix {
+    pub protocol: Protocol,
+    pub port: u16,
+    /// Every enforced pod, by namespace and name.
+    pub pods: Vec<ObjectKey>,
+    /// `allowed[from][to]`.
+    pub allowed: Vec<Vec<bool>>,
+}
+
+/// The address a flow from `from` to `to` uses: the first of `from`'s addresses whose family
+/// `to` also has.
+pub fn flow_addrs(from: &Pod, to: &Pod) -> Option<(IpAddr, IpAddr)> {
+    from.ips.iter().find_map(|s| {
+        to.ips
+            .iter()
+            .find(|d| d.is_ipv4() == s.is_ipv4())
+            .map(|d| (*s, *d))
+    })
+}
+
+pub fn compute(snapshot: &Snapshot, engine: Engine, protocol: Protocol, port: u16) -> Matrix {
+    let pods: Vec<&Pod> = snapshot.pods.values().filter(|p| p.is_enforced()).collect();
+    let rulesets = match engine {
+        Engine::Compiled => compile_all(snapshot),
+        Engine::Reference => BTreeMap::new(),
+    };
+    let allowed = pods
+        .iter()
+        .map(|from| {
+            pods.iter()
+                .map(|to| {
+                    let Some((src, dst)) = flow_addrs(from, to) else {
+                        return false;
+                    };
+                    let flow = Flow::new(src, dst, protocol, port);
+                    match engine {
+                        Engine::Compiled => decide_cluster(&rulesets, &flow).allowed(),
+                        Engine::Reference => reference::allows(snapshot, &flow),
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    Matrix {
+        protocol,
+        port,
+        pods: pods.iter().map(|p| p.key.clone()).collect(),
+        allowed,
+    }
+}
+
+impl Matrix {
+    /// `{"protocol", "port", "pods", "allowed": {from: {to: bool}}}`.
+    pub fn to_json(&self) -> Value {
+        let mut allowed = Map::new();
+        for (i, from) in self.pods.iter().enumerate() {
+            let row: Map<String, Value> = self
+                .pods
+                .iter()
+                .enumerate()
+                .map(|(j, to)| (to.to_string(), Value::Bool(self.allowed[i][j])))
+                .collect();
+            allowed.insert(from.to_string(), Value::Object(row));
+        }
+        let pods: Vec<String> = self.pods.iter().map(ToString::to_string).collect();
+        json!({"protocol": self.protocol.as_str(), "port": self.port, "pods": pods, "allowed": allowed})
+    }
+
+    /// Rows are sources, columns destinations, numbered; `.` allowed, `X` denied.
+    pub fn to_table(&self) -> String {
+        const NAME_WIDTH: usize = 28;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{}/{}: rows are sources, columns destinations (by number); . allowed, X denied",
+            self.protocol, self.port
+        );
+        let number_width = self.pods.len().to_string().len();
+        let cell = number_width.max(1) + 1;
+        let _ = write!(out, "{:>w$} {:<NAME_WIDTH$}", "", "", w = number_width);
+        for j in 1..=self.pods.len() {
+            let _ = write!(out, "{j:>cell$}");
+        }
+        out.push('\n');
+        for (i, from) in self.pods.iter().enumerate() {
+            let _ = write!(
+                out,
+                "{:>w$} {:<NAME_WIDTH$}",
+                i + 1,
+                abbreviate(&from.to_string(), NAME_WIDTH),
+                w = number_width
+            );
+            for allowed in &self.allowed[i] {
+                let _ = write!(out, "{:>cell$}", if *allowed { "." } else { "X" });
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The cells where two matrices over the same pods differ: `(from, to, self, other)`.
+    pub fn differences(&self, other: &Matrix) -> Vec<(ObjectKey, ObjectKey, bool, bool)> {
+        let mut out = Vec::new();
+        for (i, from) in self.pods.iter().enumerate() {
+            for (j, to) in self.pods.iter().enumerate() {
+                if self.allowed[i][j] != other.allowed[i][j] {
+                    out.push((from.clone(), to.clone(), self.allowed[i][j], other.allowed[i][j]));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Shortens a name to `width` characters, keeping its end, where pod names differ.
+fn abbreviate(name: &str, width: usize) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    if chars.len() <= width {
+        return name.to_string();
+    }
+    let tail: String = chars[chars.len() - (width - 1)..].iter().collect();
+    format!("~{tail}")
+}
