@@ -173,9 +173,10 @@ impl Compiler {
         if let Some(pod) = &new {
             addrs.extend(pod.ips.iter().copied());
         }
-        // Local pods whose owned addresses may change: this one and the owners of its addresses.
+        // Local pods whose owned addresses may change: this one and every pod claiming one of
+        // its addresses, before and after.
         let mut reattach: BTreeSet<ObjectKey> = BTreeSet::from([key.clone()]);
-        reattach.extend(self.local_owners(&addrs));
+        reattach.extend(self.local_claimants(&addrs));
         for k in &reattach {
             self.detach(k);
         }
@@ -192,17 +193,17 @@ impl Compiler {
         for addr in &addrs {
             self.refresh_addr(*addr);
         }
-        reattach.extend(self.local_owners(&addrs));
+        reattach.extend(self.local_claimants(&addrs));
         for k in &reattach {
             self.attach(k);
         }
         self.collect_garbage();
     }
 
-    fn local_owners(&self, addrs: &BTreeSet<IpAddr>) -> Vec<ObjectKey> {
+    fn local_claimants(&self, addrs: &BTreeSet<IpAddr>) -> Vec<ObjectKey> {
         addrs
             .iter()
-            .filter_map(|a| self.pods.owner(*a))
+            .flat_map(|a| self.pods.claimants(*a))
             .map(|id| self.pods.get(id).key.clone())
             .filter(|k| self.local.contains(k))
             .collect()

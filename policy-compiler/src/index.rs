@@ -124,6 +124,11 @@ impl PodIndex {
             .min_by(|a, b| self.get(*a).key.cmp(&self.get(*b).key))
     }
 
+    /// Every enforced pod that lists the address, owner or not.
+    pub fn claimants(&self, addr: IpAddr) -> impl Iterator<Item = PodId> + '_ {
+        self.claims.get(&addr).into_iter().flatten().copied()
+    }
+
     /// The addresses of a pod that it owns.
     pub fn owned_addrs(&self, id: PodId) -> impl Iterator<Item = IpAddr> + '_ {
         self.get(id)
