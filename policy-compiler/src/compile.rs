@@ -378,15 +378,16 @@ impl Compiler {
                     *self.pod_set_refs.get_mut(p).expect("pod set in use") -= 1;
                 }
             }
-            for named in Self::named_ports_of(rule) {
+            for named in Self::named_ports_of(rule, key.direction) {
                 *self.named_refs.get_mut(&named).expect("named port in use") -= 1;
             }
         }
     }
 
-    fn named_ports_of(rule: &IrRule) -> impl Iterator<Item = NamedPort> + '_ {
-        rule.ports.iter().flatten().filter_map(|p| match &p.port {
+    fn named_ports_of(rule: &IrRule, direction: Direction) -> impl Iterator<Item = NamedPort> + '_ {
+        rule.ports.iter().flatten().filter_map(move |p| match &p.port {
             PortMatch::Named(name) => Some(NamedPort {
+                direction,
                 protocol: p.protocol,
                 name: name.clone(),
             }),
@@ -416,7 +417,7 @@ impl Compiler {
                     self.acquire_pod_set(p);
                 }
             }
-            for named in Self::named_ports_of(rule) {
+            for named in Self::named_ports_of(rule, key.direction) {
                 self.acquire_named_port(named);
             }
         }
@@ -453,13 +454,19 @@ impl Compiler {
             *self.named_refs.entry(named).or_insert(0) += 1;
             return;
         }
-        let mut map = BTreeMap::new();
-        for id in self.pods.with_port_name(&named.name) {
+        let holders: Vec<PodId> = match named.direction {
+            Direction::Ingress => self.local.iter().filter_map(|k| self.pods.id_of(k)).collect(),
+            Direction::Egress => self.pods.with_port_name(&named.name).collect(),
+        };
+        let mut entries: Vec<(IpAddr, u16)> = Vec::new();
+        for id in holders {
             if let Some(number) = self.pods.get(id).named_port(&named.name, named.protocol) {
-                map.extend(self.pods.owned_addrs(id).map(|a| (a, number)));
+                entries.extend(self.pods.owned_addrs(id).map(|a| (a, number)));
             }
         }
-        self.ir.named_ports.insert(named.clone(), map);
+        self.ir
+            .named_ports
+            .insert(named.clone(), entries.into_iter().collect());
         self.named_refs.insert(named, 1);
     }
 
@@ -483,7 +490,11 @@ impl Compiler {
     /// Brings one address's memberships in every shared set in line with its current owner.
     fn refresh_addr(&mut self, addr: IpAddr) {
         let Compiler {
-            ir, pods, namespaces, ..
+            ir,
+            pods,
+            namespaces,
+            local,
+            ..
         } = self;
         let owner: Option<&Pod> = pods.owner(addr).map(|id: PodId| pods.get(id));
         let owner_ns_labels = owner.map(|pod| Self::namespace_labels(namespaces, &pod.key.namespace));
@@ -504,7 +515,11 @@ impl Compiler {
             }
         }
         for (named, map) in ir.named_ports.iter_mut() {
-            match owner.and_then(|pod| pod.named_port(&named.name, named.protocol)) {
+            let resolves_here = |pod: &&Pod| named.direction == Direction::Egress || local.contains(&pod.key);
+            match owner
+                .filter(resolves_here)
+                .and_then(|pod| pod.named_port(&named.name, named.protocol))
+            {
                 Some(number) => map.insert(addr, number),
                 None => map.remove(&addr),
             };

@@ -95,7 +95,11 @@ fn side(ruleset: Option<&Ruleset>, flow: &Flow, direction: Direction) -> SideVer
         return SideVerdict::NotIsolated;
     };
     let set = &ruleset.allow_sets[set_key];
-    match set.rules.iter().find(|r| rule_allows(ruleset, r, peer, flow)) {
+    match set
+        .rules
+        .iter()
+        .find(|r| rule_allows(ruleset, r, direction, peer, flow))
+    {
         Some(rule) => SideVerdict::Allowed {
             policy: rule.policy.clone(),
             index: rule.index,
@@ -104,7 +108,7 @@ fn side(ruleset: Option<&Ruleset>, flow: &Flow, direction: Direction) -> SideVer
     }
 }
 
-fn rule_allows(ruleset: &Ruleset, rule: &IrRule, peer: IpAddr, flow: &Flow) -> bool {
+fn rule_allows(ruleset: &Ruleset, rule: &IrRule, direction: Direction, peer: IpAddr, flow: &Flow) -> bool {
     let peer_ok = rule.peers.as_ref().is_none_or(|peers| {
         peers.iter().any(|p| match p {
             IrPeer::Pods(pods) => ruleset.pod_sets[pods].contains(&peer),
@@ -126,6 +130,7 @@ fn rule_allows(ruleset: &Ruleset, rule: &IrRule, peer: IpAddr, flow: &Flow) -> b
             PortMatch::Range { first, last } => (*first..=*last).contains(&port),
             PortMatch::Named(name) => {
                 let named = NamedPort {
+                    direction,
                     protocol,
                     name: name.clone(),
                 };

@@ -46,9 +46,12 @@ impl From<&Peer> for IrPeer {
     }
 }
 
-/// A named port: resolved per destination address through [`Ruleset::named_ports`].
+/// A named port: resolved per destination address through [`Ruleset::named_ports`]. Ingress
+/// rules resolve it on this node's pods only (the destination is local); egress rules on every
+/// pod of the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NamedPort {
+    pub direction: Direction,
     pub protocol: Protocol,
     pub name: String,
 }
@@ -167,7 +170,8 @@ impl Ruleset {
         for (port, addrs) in &self.named_ports {
             let _ = writeln!(
                 out,
-                "named-port {}/{}: {}",
+                "named-port {} {}/{}: {}",
+                port.direction.as_str(),
                 port.protocol,
                 port.name,
                 join(&mut addrs.iter().map(|(a, n)| format!("{a}={n}")))
