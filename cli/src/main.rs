@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use netfence_cli::input::{self, Input};
 use netfence_cli::matrix::{self, Engine};
-use policy_compiler::Protocol;
+use policy_compiler::{compile_all_reporting, Protocol};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -95,9 +95,13 @@ fn run_matrix(args: &MatrixArgs) -> ExitCode {
         ProtocolArg::Udp => Protocol::Udp,
         ProtocolArg::Sctp => Protocol::Sctp,
     };
-    let engine = match args.engine {
-        EngineArg::Compiled => Engine::Compiled,
-        EngineArg::Reference => Engine::Reference,
+    let (rulesets, diagnostics) = compile_all_reporting(&input.snapshot);
+    for d in &diagnostics {
+        eprintln!("netfence: warning: {d}");
+    }
+    let (engine, other_engine) = match args.engine {
+        EngineArg::Compiled => (Engine::Compiled(&rulesets), Engine::Reference),
+        EngineArg::Reference => (Engine::Reference, Engine::Compiled(&rulesets)),
     };
     let m = matrix::compute(&input.snapshot, engine, protocol, args.port);
     match args.output {
@@ -108,17 +112,21 @@ fn run_matrix(args: &MatrixArgs) -> ExitCode {
         ),
     }
     if args.check {
-        let other_engine = if engine == Engine::Compiled {
-            Engine::Reference
-        } else {
-            Engine::Compiled
-        };
         let other = matrix::compute(&input.snapshot, other_engine, protocol, args.port);
         let diffs = m.differences(&other);
         if !diffs.is_empty() {
+            let name = |e: Engine| {
+                if matches!(e, Engine::Reference) {
+                    "reference"
+                } else {
+                    "compiled"
+                }
+            };
             for (from, to, ours, theirs) in diffs {
                 eprintln!(
-                    "netfence: check: {from} -> {to}: {engine:?} says {ours}, {other_engine:?} says {theirs}"
+                    "netfence: check: {from} -> {to}: {} says {ours}, {} says {theirs}",
+                    name(engine),
+                    name(other_engine)
                 );
             }
             return ExitCode::from(1);

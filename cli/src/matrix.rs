@@ -6,14 +6,14 @@ use std::net::IpAddr;
 
 use policy_compiler::eval::decide_cluster;
 use policy_compiler::model::Pod;
-use policy_compiler::{compile_all, reference, Flow, ObjectKey, Protocol, Snapshot};
+use policy_compiler::{reference, Flow, ObjectKey, Protocol, Ruleset, Snapshot};
 use serde_json::{json, Map, Value};
 
 /// Which evaluator decides the cells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Engine {
+pub enum Engine<'a> {
     /// Each node's compiled ruleset: egress on the source's node, ingress on the destination's.
-    Compiled,
+    Compiled(&'a BTreeMap<String, Ruleset>),
     /// The reference reading of the spec over the model.
     Reference,
 }
@@ -41,10 +41,6 @@ pub fn flow_addrs(from: &Pod, to: &Pod) -> Option<(IpAddr, IpAddr)> {
 
 pub fn compute(snapshot: &Snapshot, engine: Engine, protocol: Protocol, port: u16) -> Matrix {
     let pods: Vec<&Pod> = snapshot.pods.values().filter(|p| p.is_enforced()).collect();
-    let rulesets = match engine {
-        Engine::Compiled => compile_all(snapshot),
-        Engine::Reference => BTreeMap::new(),
-    };
     let allowed = pods
         .iter()
         .map(|from| {
@@ -55,7 +51,7 @@ pub fn compute(snapshot: &Snapshot, engine: Engine, protocol: Protocol, port: u1
                     };
                     let flow = Flow::new(src, dst, protocol, port);
                     match engine {
-                        Engine::Compiled => decide_cluster(&rulesets, &flow).allowed(),
+                        Engine::Compiled(rulesets) => decide_cluster(rulesets, &flow).allowed(),
                         Engine::Reference => reference::allows(snapshot, &flow),
                     }
                 })

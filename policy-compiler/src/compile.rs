@@ -28,14 +28,19 @@ pub fn compile(snapshot: &Snapshot, node: &str) -> (Ruleset, Vec<Diagnostic>) {
 
 /// Compiles every node that the snapshot names.
 pub fn compile_all(snapshot: &Snapshot) -> BTreeMap<String, Ruleset> {
-    snapshot
-        .node_names()
-        .into_iter()
-        .map(|node| {
-            let (ruleset, _) = compile(snapshot, &node);
-            (node, ruleset)
-        })
-        .collect()
+    compile_all_reporting(snapshot).0
+}
+
+/// Compiles every node, with the diagnostics of all of them (each reported once).
+pub fn compile_all_reporting(snapshot: &Snapshot) -> (BTreeMap<String, Ruleset>, Vec<Diagnostic>) {
+    let mut rulesets = BTreeMap::new();
+    let mut diagnostics = BTreeSet::new();
+    for node in snapshot.node_names() {
+        let (ruleset, diags) = compile(snapshot, &node);
+        diagnostics.extend(diags);
+        rulesets.insert(node, ruleset);
+    }
+    (rulesets, diagnostics.into_iter().collect())
 }
 
 #[derive(Debug)]

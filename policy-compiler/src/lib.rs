@@ -16,7 +16,7 @@ pub mod model;
 pub mod reference;
 pub mod selector;
 
-pub use compile::{compile, compile_all, Compiler};
+pub use compile::{compile, compile_all, compile_all_reporting, Compiler};
 pub use diagnostic::Diagnostic;
 pub use flow::{Flow, L4};
 pub use ir::Ruleset;

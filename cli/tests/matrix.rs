@@ -1,0 +1,128 @@
+//! The real `netfence` binary: the demo's matrix, `--check` on every fixture, and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn netfence(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_netfence"))
+        .args(args)
+        .output()
+        .expect("runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+#[test]
+fn demo_matrix_json() {
+    let demo = fixtures().join("demo");
+    let (code, stdout, _) = netfence(&["matrix", demo.to_str().unwrap(), "-o", "json", "--port", "80"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["protocol", "port", "pods", "allowed"],
+        "field order of the documented schema"
+    );
+    assert_eq!(v["protocol"], "TCP");
+    assert_eq!(v["allowed"]["shop/frontend"]["shop/backend"], true);
+    assert_eq!(v["allowed"]["shop/frontend"]["shop/db"], false);
+    assert_eq!(v["allowed"]["monitoring/prometheus"]["locked/vault"], false);
+}
+
+#[test]
+fn check_agrees_on_every_fixture() {
+    let mut dirs = vec![fixtures()];
+    let mut checked = 0;
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            if entry.path().is_dir() {
+                dirs.push(entry.path());
+            }
+        }
+        if !dir.join("cluster.yaml").is_file() {
+            continue;
+        }
+        for protocol in ["tcp", "udp", "sctp"] {
+            let (code, _, stderr) = netfence(&[
+                "matrix",
+                dir.to_str().unwrap(),
+                "--check",
+                "--protocol",
+                protocol,
+                "-o",
+                "json",
+            ]);
+            assert_eq!(code, 0, "{}: {stderr}", dir.display());
+            assert!(stderr.contains("agree on every cell"), "{stderr}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} fixtures");
+}
+
+#[test]
+fn bad_input_is_an_error_naming_the_file() {
+    let dir = std::env::temp_dir().join(format!("netfence-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        ("syntax.yaml", "kind: Pod\nmetadata: {name: x\n", "syntax.yaml:"),
+        (
+            "types.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {containers: 7}\n",
+            "Pod x",
+        ),
+        ("nokind.yaml", "metadata: {name: x}\n", "has no kind"),
+        ("bad.json", "{\"kind\": \"Pod\", ", "bad.json:1:"),
+    ];
+    for (name, text, expected) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let (code, stdout, stderr) = netfence(&["matrix", path.to_str().unwrap()]);
+        assert_eq!(code, 2, "{name}: {stderr}");
+        assert!(stdout.is_empty(), "{name}: nothing on stdout, got {stdout}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(
+            stderr.contains(name),
+            "{name}: the message names the file: {stderr}"
+        );
+    }
+    let (code, _, stderr) = netfence(&["matrix", "/nonexistent/cluster.yaml"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent/cluster.yaml"), "{stderr}");
+    let (code, _, _) = netfence(&["matrix", "--port", "70000", "x.yaml"]);
+    assert_eq!(code, 2, "usage errors exit 2");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn other_kinds_are_skipped_with_a_warning() {
+    let dir = std::env::temp_dir().join(format!("netfence-cli-kinds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("list.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: cm}\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: p, namespace: a}\n  spec: {containers: [{name: c}]}\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = netfence(&["matrix", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("skipping ConfigMap cm"), "{stderr}");
+    assert!(
+        stderr.contains("pod a/p: no spec.nodeName, placed on node-1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("pod a/p: no status.podIPs, assigned 10.244.0.2"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("a/p"), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
