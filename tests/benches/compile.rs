@@ -117,7 +117,7 @@ fn main() {
         "Compile for one node ({} pods per node); times in ms, memory in MiB (peak resident, whole process).",
         synth::PODS_PER_NODE
     );
-    println!("| pods | policies | full compile | ratio to 1 s | peak RSS | input RSS | ratio to 1 GiB | set elements | allow-sets | remote relabel p50 / max | local relabel p50 / max | policy added p50 / max | worst incremental / 5 ms |");
+    println!("| pods | policies | full compile | ratio to 1 s | peak RSS | input RSS | ratio to 1 GiB | set elements | allow-sets | remote relabel p50 / max | local relabel p50 / max | policy added p50 / max | worst median incremental / 5 ms |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &n_pods in pods {
         for &n_policies in policies {
