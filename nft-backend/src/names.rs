@@ -57,7 +57,7 @@ mod tests {
         assert!(a.starts_with("ing-a_b-") && b.starts_with("ing-a_b-"));
         // Stable: the same identity always gives the same name.
         assert_eq!(derived("eg", "x", "ns/x"), derived("eg", "x", "ns/x"));
-        expect_test::expect!["eg-frontend-3a4f14a7b5d6"].assert_eq(&derived(
+        expect_test::expect!["eg-frontend-19b5f16595da"].assert_eq(&derived(
             "eg",
             "frontend",
             "shop/frontend",
