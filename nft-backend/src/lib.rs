@@ -1,10 +1,16 @@
 //! nft-backend: turns a compiled `policy_compiler::Ruleset` into nftables state for
 //! `table inet netfence`.
 //!
-//! So far it holds the naming scheme that keeps cluster-controlled text out of the ruleset;
-//! rendering and the netlink path come next (see ARCHITECTURE.md).
+//! `build` makes the structured table (`nft`), `render` prints it as an nft script, and `trace`
+//! decides packets by walking its rules, so tests check the rules themselves. The netlink path
+//! will read the same structured table.
 
+pub mod build;
+pub mod interval;
 pub mod names;
+pub mod nft;
+pub mod render;
+pub mod trace;
 
 /// The one table netfence owns.
 pub const TABLE: &str = "netfence";

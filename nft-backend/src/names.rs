@@ -36,9 +36,40 @@ pub fn derived(prefix: &str, hint: &str, identity: &str) -> String {
     format!("{prefix}-{readable}-{hash:012x}")
 }
 
+/// nft keeps at most 128 bytes of a comment; ours stay below, ASCII only.
+const COMMENT_MAX: usize = 120;
+
+/// A comment safe to put between double quotes in a script: characters outside a small safe
+/// alphabet become `_`, and it is cut to 120 bytes.
+pub fn comment(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || " ._:/,=()[]{}!#+-*".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(COMMENT_MAX)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::derived;
+    use super::{comment, derived};
+
+    #[test]
+    fn comments_cannot_break_out_of_their_quotes() {
+        let hostile = "app=\"x\" } ; flush ruleset ; # \n\u{202e}é";
+        let c = comment(hostile);
+        assert!(
+            !c.contains('"') && !c.contains(';') && !c.contains('\n') && !c.contains('\\'),
+            "{c}"
+        );
+        assert!(c.is_ascii());
+        assert_eq!(comment(&"x".repeat(500)).len(), 120);
+        assert_eq!(comment("ns/web#0"), "ns/web#0");
+    }
 
     #[test]
     fn derived_names_are_safe_and_distinct() {

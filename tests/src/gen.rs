@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1 as k8s_core;
 use k8s_openapi::api::networking::v1 as k8s_net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as k8s_meta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use policy_compiler::{lower, Diagnostic, Protocol, Snapshot};
+use policy_compiler::{lower, Diagnostic, Flow, Protocol, Snapshot, L4};
 use proptest::prelude::*;
 use proptest::sample::select;
 
@@ -405,4 +405,41 @@ pub fn probe_l4() -> Vec<(Protocol, u16)> {
         }
     }
     out
+}
+
+/// Every address worth probing: pods' (running or not, hostNetwork or not), nodes', outsiders'.
+pub fn addresses(snap: &Snapshot) -> Vec<IpAddr> {
+    let mut addrs: Vec<IpAddr> = snap.pods.values().flat_map(|p| p.ips.iter().copied()).collect();
+    addrs.extend(snap.nodes.values().flat_map(|n| n.addrs.iter().copied()));
+    addrs.extend(external_addrs());
+    addrs.sort();
+    addrs.dedup();
+    addrs
+}
+
+pub fn flows(snap: &Snapshot, l4s: &[L4]) -> Vec<Flow> {
+    let addrs = addresses(snap);
+    let mut out = Vec::new();
+    for src in &addrs {
+        for dst in addrs.iter().filter(|d| d.is_ipv4() == src.is_ipv4()) {
+            for l4 in l4s {
+                out.push(Flow {
+                    src: *src,
+                    dst: *dst,
+                    l4: *l4,
+                });
+            }
+        }
+    }
+    out
+}
+
+pub fn l4_strategy() -> impl Strategy<Value = Vec<L4>> {
+    let port =
+        (select(Protocol::ALL.to_vec()), select(PROBE_PORTS.to_vec())).prop_map(|(p, n)| L4::Port(p, n));
+    let icmp = select(vec![8u8, 128, 133, 135, 137, 138]).prop_map(|t| L4::Icmp { type_: t });
+    (prop::collection::vec(port, 2), icmp).prop_map(|(mut v, i)| {
+        v.push(i);
+        v
+    })
 }

@@ -4,3 +4,25 @@
 pub mod fixture;
 pub mod gen;
 pub mod synth;
+
+use nft_backend::trace::Topology;
+use policy_compiler::Snapshot;
+
+/// Where each address lives, from the model: enforced pods' addresses on their node, and each
+/// node's own addresses. Addresses of finished pods belong to nobody.
+pub fn topology(snap: &Snapshot) -> Topology {
+    let mut topo = Topology::default();
+    for node in snap.nodes.values() {
+        for addr in &node.addrs {
+            topo.nodes.insert(*addr, node.name.clone());
+        }
+    }
+    for pod in snap.pods.values().filter(|p| p.is_enforced()) {
+        for addr in &pod.ips {
+            if snap.owner_of(*addr).is_some_and(|o| o.key == pod.key) {
+                topo.pods.insert(*addr, pod.node.clone());
+            }
+        }
+    }
+    topo
+}

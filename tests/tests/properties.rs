@@ -1,14 +1,12 @@
 //! Laws of the compiler, over random clusters (see `netfence_tests::gen`).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
-use netfence_tests::gen::{self, Cluster};
+use netfence_tests::gen::{self, flows, l4_strategy, Cluster};
 use policy_compiler::eval::{decide_cluster, SideVerdict};
 use policy_compiler::model::{Direction, ObjectKey};
-use policy_compiler::{compile_all, lower, reference, Compiler, Flow, Protocol, Ruleset, Snapshot, L4};
+use policy_compiler::{compile_all, lower, reference, Compiler, Ruleset, Snapshot};
 use proptest::prelude::*;
-use proptest::sample::select;
 use proptest::test_runner::Config;
 
 fn config(cases: u32) -> Config {
@@ -17,43 +15,6 @@ fn config(cases: u32) -> Config {
         failure_persistence: None,
         ..Config::default()
     }
-}
-
-/// Every address worth probing: pods' (running or not, hostNetwork or not), nodes', outsiders'.
-fn addresses(snap: &Snapshot) -> Vec<IpAddr> {
-    let mut addrs: Vec<IpAddr> = snap.pods.values().flat_map(|p| p.ips.iter().copied()).collect();
-    addrs.extend(snap.nodes.values().flat_map(|n| n.addrs.iter().copied()));
-    addrs.extend(gen::external_addrs());
-    addrs.sort();
-    addrs.dedup();
-    addrs
-}
-
-fn flows(snap: &Snapshot, l4s: &[L4]) -> Vec<Flow> {
-    let addrs = addresses(snap);
-    let mut out = Vec::new();
-    for src in &addrs {
-        for dst in addrs.iter().filter(|d| d.is_ipv4() == src.is_ipv4()) {
-            for l4 in l4s {
-                out.push(Flow {
-                    src: *src,
-                    dst: *dst,
-                    l4: *l4,
-                });
-            }
-        }
-    }
-    out
-}
-
-fn l4_strategy() -> impl Strategy<Value = Vec<L4>> {
-    let port =
-        (select(Protocol::ALL.to_vec()), select(gen::PROBE_PORTS.to_vec())).prop_map(|(p, n)| L4::Port(p, n));
-    let icmp = select(vec![8u8, 128, 133, 135, 137, 138]).prop_map(|t| L4::Icmp { type_: t });
-    (prop::collection::vec(port, 2), icmp).prop_map(|(mut v, i)| {
-        v.push(i);
-        v
-    })
 }
 
 proptest! {

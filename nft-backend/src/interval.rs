@@ -1,0 +1,102 @@
+//! Address ranges of an `ipBlock`: its CIDR minus its excepts, as disjoint inclusive ranges.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use policy_compiler::model::IpBlock;
+
+fn to_u128(addr: IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+fn from_u128(v4: bool, n: u128) -> IpAddr {
+    if v4 {
+        IpAddr::V4(Ipv4Addr::from(n as u32))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(n))
+    }
+}
+
+fn bounds(net: &IpNet) -> (u128, u128) {
+    (to_u128(net.network()), to_u128(net.broadcast()))
+}
+
+/// The block's addresses as sorted, disjoint, inclusive ranges (empty when the excepts cover it).
+pub fn ranges(block: &IpBlock) -> Vec<(IpAddr, IpAddr)> {
+    let v4 = block.cidr.network().is_ipv4();
+    let (mut lo, hi) = bounds(&block.cidr);
+    let mut holes: Vec<(u128, u128)> = block.except.iter().map(bounds).collect();
+    holes.sort();
+    let mut out = Vec::new();
+    for (h_lo, h_hi) in holes {
+        if h_hi < lo {
+            continue;
+        }
+        if h_lo > lo {
+            out.push((from_u128(v4, lo), from_u128(v4, h_lo - 1)));
+        }
+        if h_hi >= hi {
+            return out;
+        }
+        lo = h_hi + 1;
+    }
+    out.push((from_u128(v4, lo), from_u128(v4, hi)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ranges;
+    use policy_compiler::model::IpBlock;
+
+    fn block(cidr: &str, except: &[&str]) -> IpBlock {
+        IpBlock {
+            cidr: cidr.parse().unwrap(),
+            except: except.iter().map(|e| e.parse().unwrap()).collect(),
+        }
+    }
+
+    fn text(block: &IpBlock) -> Vec<String> {
+        ranges(block).iter().map(|(a, b)| format!("{a}-{b}")).collect()
+    }
+
+    #[test]
+    fn cidr_minus_excepts() {
+        assert_eq!(text(&block("10.0.0.0/8", &[])), ["10.0.0.0-10.255.255.255"]);
+        assert_eq!(
+            text(&block("10.0.0.0/8", &["10.1.0.0/16"])),
+            ["10.0.0.0-10.0.255.255", "10.2.0.0-10.255.255.255"]
+        );
+        assert_eq!(
+            text(&block("10.0.0.0/8", &["10.0.0.0/9"])),
+            ["10.128.0.0-10.255.255.255"],
+            "except at the start"
+        );
+        assert_eq!(
+            text(&block("10.0.0.0/8", &["10.128.0.0/9"])),
+            ["10.0.0.0-10.127.255.255"],
+            "except at the end"
+        );
+        assert_eq!(
+            text(&block("10.0.0.0/8", &["10.0.0.0/9", "10.128.0.0/9"])),
+            Vec::<String>::new(),
+            "fully excepted"
+        );
+        assert_eq!(
+            text(&block("10.0.0.0/8", &["10.1.0.0/16", "10.1.2.0/24"])),
+            ["10.0.0.0-10.0.255.255", "10.2.0.0-10.255.255.255"],
+            "nested excepts"
+        );
+        assert_eq!(text(&block("0.0.0.0/0", &[])), ["0.0.0.0-255.255.255.255"]);
+        assert_eq!(
+            text(&block("::/0", &["fd00::/8"])),
+            [
+                "::-fcff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                "fe00::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+            ]
+        );
+    }
+}
