@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use netfence_cli::input::{self, Input};
 use netfence_cli::matrix::{self, Engine};
-use policy_compiler::{compile_all_reporting, Protocol};
+use nft_backend::{build::build, netlink, render::render};
+use policy_compiler::{compile, compile_all_reporting, Protocol};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -24,6 +25,38 @@ struct Cli {
 enum Command {
     /// Pod-to-pod reachability matrix (example: netfence matrix fixtures/demo --port 80)
     Matrix(MatrixArgs),
+    /// The nft script for one node (example: netfence compile fixtures/demo --node node-1)
+    Compile(CompileArgs),
+    /// Program this network namespace's table inet netfence over netlink (example: sudo netfence apply fixtures/demo --node node-1)
+    Apply(ApplyArgs),
+    /// Remove this network namespace's table inet netfence, and nothing else (example: sudo netfence remove)
+    Remove,
+}
+
+#[derive(clap::Args, Debug)]
+struct CompileArgs {
+    /// Files or directories of cluster YAML/JSON; - for stdin
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// The node to compile for (default: the first node, by name)
+    #[arg(long)]
+    node: Option<String>,
+    /// Write the script here instead of stdout (only when compiling succeeded)
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ApplyArgs {
+    /// Files or directories of cluster YAML/JSON; - for stdin
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// The node whose policy this network namespace enforces
+    #[arg(long, required = true)]
+    node: String,
+    /// Print what would be sent, without sending
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -136,6 +169,80 @@ fn run_matrix(args: &MatrixArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Loads the input and compiles one node's table; `None` after printing why.
+fn node_table(paths: &[PathBuf], node: Option<&str>) -> Result<(String, nft_backend::nft::Table), ExitCode> {
+    let input = load(paths)?;
+    let nodes = input.snapshot.node_names();
+    let node = match node {
+        Some(n) => n.to_string(),
+        None => match nodes.first() {
+            Some(n) => n.clone(),
+            None => {
+                eprintln!("netfence: error: the input has no pods and no nodes to compile for");
+                return Err(ExitCode::from(2));
+            }
+        },
+    };
+    if !nodes.contains(&node) {
+        eprintln!("netfence: warning: no pod or Node object names node {node}; its table isolates nothing");
+    }
+    let (ruleset, diagnostics) = compile(&input.snapshot, &node);
+    for d in &diagnostics {
+        eprintln!("netfence: warning: {d}");
+    }
+    Ok((node, build(&ruleset)))
+}
+
+fn run_compile(args: &CompileArgs) -> ExitCode {
+    let (_, table) = match node_table(&args.paths, args.node.as_deref()) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let script = render(&table);
+    match &args.output {
+        None => print!("{script}"),
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, script) {
+                eprintln!("netfence: error: cannot write {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn run_apply(args: &ApplyArgs) -> ExitCode {
+    let (node, table) = match node_table(&args.paths, Some(&args.node)) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let n_rules: usize = table.chains.iter().map(|c| c.rules.len()).sum();
+    let summary = format!(
+        "table inet netfence for node {node}: {} sets and maps, {} elements, {} chains, {n_rules} rules",
+        table.sets.len(),
+        table.n_elements(),
+        table.chains.len()
+    );
+    if args.dry_run {
+        println!("dry run, nothing sent: {summary}");
+        return ExitCode::SUCCESS;
+    }
+    match netlink::apply_full(&table) {
+        Ok(report) => {
+            println!(
+                "applied {summary} in one transaction of {} messages, {:.2} ms",
+                report.n_messages,
+                report.elapsed.as_secs_f64() * 1e3
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("netfence: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -147,5 +254,17 @@ fn main() -> ExitCode {
     };
     match &cli.command {
         Command::Matrix(args) => run_matrix(args),
+        Command::Compile(args) => run_compile(args),
+        Command::Apply(args) => run_apply(args),
+        Command::Remove => match netlink::delete_table() {
+            Ok(()) => {
+                println!("removed table inet netfence");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("netfence: error: {e}");
+                ExitCode::from(1)
+            }
+        },
     }
 }

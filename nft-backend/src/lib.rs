@@ -8,6 +8,8 @@
 pub mod build;
 pub mod interval;
 pub mod names;
+#[allow(unsafe_code)]
+pub mod netlink;
 pub mod nft;
 pub mod render;
 pub mod trace;

@@ -1,0 +1,155 @@
+//! Kernel tests of programming: in network namespaces made for the test, the table that
+//! `netfence apply` sends over netlink lists exactly as the script `netfence compile` prints,
+//! loaded with `nft -f`; and other tables are never touched.
+
+#[path = "support/netns.rs"]
+mod netns;
+
+use std::path::{Path, PathBuf};
+
+use netns::{require_root_and_nft, Netns};
+use serde_json::Value;
+
+const NETFENCE: &str = env!("CARGO_BIN_EXE_netfence");
+
+fn fixture_dirs() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            if entry.path().is_dir() {
+                stack.push(entry.path());
+            }
+        }
+        if dir.join("cluster.yaml").is_file() {
+            out.push(dir);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `nft -j list table inet netfence` without handles, which count objects, not meaning.
+fn listing(ns: &Netns) -> Value {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.remove("handle");
+                map.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v: Value =
+        serde_json::from_str(&ns.ok("nft", &["-j", "list", "table", "inet", "netfence"])).expect("nft JSON");
+    strip(&mut v);
+    v
+}
+
+#[test]
+fn netlink_and_script_list_identically() {
+    require_root_and_nft();
+    let by_netlink = Netns::new("nl");
+    let by_script = Netns::new("sc");
+    let mut compared = 0;
+    for dir in fixture_dirs() {
+        let d = dir.to_str().unwrap();
+        for node in ["node-1", "node-2"] {
+            let script = std::process::Command::new(NETFENCE)
+                .args(["compile", d, "--node", node])
+                .output()
+                .unwrap();
+            assert!(script.status.success(), "{d}");
+            let path = std::env::temp_dir().join(format!("netfence-{}-{node}.nft", std::process::id()));
+            std::fs::write(&path, &script.stdout).unwrap();
+            by_script.ok("nft", &["-f", path.to_str().unwrap()]);
+            let report = by_netlink.ok(NETFENCE, &["apply", d, "--node", node]);
+            assert!(report.starts_with("applied table inet netfence"), "{report}");
+            assert_eq!(listing(&by_netlink), listing(&by_script), "{d} {node}");
+            std::fs::remove_file(&path).unwrap();
+            compared += 1;
+        }
+    }
+    assert!(compared >= 40, "{compared}");
+}
+
+#[test]
+fn other_tables_are_never_touched() {
+    require_root_and_nft();
+    let ns = Netns::new("co");
+    let standin = "table inet kube-proxy-standin {
+	chain services {
+		type nat hook prerouting priority dstnat; policy accept;
+		ip daddr 10.96.0.10 tcp dport 53 dnat ip to 10.244.0.5
+	}
+	chain filter {
+		type filter hook forward priority -10; policy accept;
+		ip saddr 192.0.2.1 drop
+	}
+}
+";
+    let path = std::env::temp_dir().join(format!("netfence-standin-{}.nft", std::process::id()));
+    std::fs::write(&path, standin).unwrap();
+    ns.ok("nft", &["-f", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).unwrap();
+    let before = ns.ok("nft", &["list", "table", "inet", "kube-proxy-standin"]);
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/demo");
+    for node in ["node-1", "node-2", "node-1"] {
+        ns.ok(NETFENCE, &["apply", demo.to_str().unwrap(), "--node", node]);
+        assert_eq!(
+            ns.ok("nft", &["list", "table", "inet", "kube-proxy-standin"]),
+            before,
+            "after apply for {node}"
+        );
+    }
+    assert!(ns.ok("nft", &["list", "tables"]).contains("table inet netfence"));
+    assert_eq!(ns.ok(NETFENCE, &["remove"]).trim(), "removed table inet netfence");
+    let tables = ns.ok("nft", &["list", "tables"]);
+    assert!(!tables.contains("netfence"), "{tables}");
+    assert_eq!(
+        ns.ok("nft", &["list", "table", "inet", "kube-proxy-standin"]),
+        before,
+        "after remove"
+    );
+    // Removing again is not an error: there is nothing to remove.
+    ns.ok(NETFENCE, &["remove"]);
+}
+
+#[test]
+fn a_refused_transaction_leaves_the_previous_table_and_names_the_object() {
+    require_root_and_nft();
+    let ns = Netns::new("rf");
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/demo");
+    ns.ok(NETFENCE, &["apply", demo.to_str().unwrap(), "--node", "node-1"]);
+    let before = listing(&ns);
+    // A table whose dispatch map jumps to a chain that does not exist: the kernel refuses that
+    // message, so the whole transaction, and the table stays as it was.
+    let input = netfence_cli::input::load(&[demo]).expect("demo loads");
+    let (ruleset, _) = policy_compiler::compile(&input.snapshot, "node-2");
+    let mut table = nft_backend::build::build(&ruleset);
+    let map = table
+        .sets
+        .iter_mut()
+        .find(|s| s.name == "in-dispatch-4")
+        .expect("dispatch map");
+    if let nft_backend::nft::SetKind::Dispatch(entries) = &mut map.kind {
+        entries.push(("10.244.9.9".parse().unwrap(), "no-such-chain".to_string()));
+    }
+    let err = ns
+        .run(move || nft_backend::netlink::apply_full(&table))
+        .expect_err("the kernel refuses");
+    assert!(
+        matches!(err, nft_backend::netlink::NetlinkError::Refused { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("elements of set in-dispatch-4"), "{err}");
+    assert!(!err.is_retryable(), "{err}");
+    assert_eq!(listing(&ns), before, "a refused transaction changes nothing");
+    // The positive control: the same table without the bad element applies.
+    let (ruleset, _) = policy_compiler::compile(&input.snapshot, "node-2");
+    let table = nft_backend::build::build(&ruleset);
+    ns.run(move || nft_backend::netlink::apply_full(&table))
+        .expect("a good table applies");
+    assert_ne!(listing(&ns), before);
+}

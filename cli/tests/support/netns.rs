@@ -1,0 +1,84 @@
+//! Network namespaces for kernel tests: made with a per-run name, removed on drop, so a failing
+//! test leaves nothing behind. Traffic in these tests only ever goes between such namespaces.
+
+use std::process::{Command, Output};
+
+/// Fails the test loudly when it cannot do kernel work: CI runs as root with nft installed.
+pub fn require_root_and_nft() {
+    let uid = Command::new("id").arg("-u").output().expect("id runs");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "kernel tests need root (CAP_NET_ADMIN); CI runs them as root"
+    );
+    let nft = Command::new("nft").arg("--version").output();
+    assert!(
+        nft.is_ok_and(|o| o.status.success()),
+        "kernel tests need nft (apt-get install nftables; .ci/run does)"
+    );
+}
+
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// A new, empty network namespace named `nf<pid>-<tag>`.
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("nf{}-{tag}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .expect("ip runs");
+        assert!(
+            out.status.success(),
+            "ip netns add {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Netns { name }
+    }
+
+    /// Runs a closure on a thread that has entered the namespace (network namespaces are per
+    /// thread), and returns its result.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    }
+
+    /// Runs a command inside the namespace.
+    pub fn exec(&self, program: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("ip netns exec {} {program}: {e}", self.name))
+    }
+
+    /// Runs a command inside the namespace and returns its stdout; panics with stderr on failure.
+    pub fn ok(&self, program: &str, args: &[&str]) -> String {
+        let out = self.exec(program, args);
+        assert!(
+            out.status.success(),
+            "in {}: {program} {args:?} failed: {}{}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
