@@ -1,0 +1,178 @@
+//! The netlink face: a [`Table`] sent to the kernel as one nftables transaction through libnftnl
+//! and libmnl, every message acknowledged.
+//!
+//! The only module of the project with `unsafe`: libnftnl is a C library. Each object is built in
+//! a libnftnl struct that a guard frees on drop, serialised into the batch, and the batch is sent
+//! on one netfilter socket. The kernel applies a batch all or nothing.
+
+mod objects;
+mod rules;
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use nftnl::{Batch, FinalizedBatch, MsgType};
+use nftnl_sys::libc;
+
+use crate::nft::{SetKind, Table};
+use crate::TABLE;
+use objects::{chain_message, set_messages, Ids, Message, Msg};
+use rules::rule_message;
+
+/// What failed, in which phase, and whether trying again may help.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("netlink: cannot open a netfilter socket (netfence needs CAP_NET_ADMIN): {0}")]
+    Socket(#[source] io::Error),
+    #[error("netlink: sending the batch failed: {0}")]
+    Send(#[source] io::Error),
+    #[error("netlink: the kernel refused {object}: {source}; the transaction was not applied")]
+    Refused {
+        object: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("netlink: reading acknowledgements failed: {0}")]
+    Receive(#[source] io::Error),
+    #[error("netlink: {0} contains a NUL byte")]
+    Name(String),
+}
+
+impl NetlinkError {
+    /// Whether the same transaction may succeed later (a busy kernel, a full socket buffer).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            NetlinkError::Send(_) | NetlinkError::Receive(_) => true,
+            NetlinkError::Refused { source, .. } => {
+                matches!(
+                    source.raw_os_error(),
+                    Some(libc::EBUSY) | Some(libc::EAGAIN) | Some(libc::ENOBUFS)
+                )
+            }
+            NetlinkError::Socket(_) | NetlinkError::Name(_) => false,
+        }
+    }
+}
+
+/// How a transaction went.
+#[derive(Clone, Copy, Debug)]
+pub struct ApplyReport {
+    pub n_messages: usize,
+    pub n_elements: usize,
+    pub elapsed: Duration,
+}
+
+/// The messages that replace the table: create it if missing, delete it, then define it anew,
+/// in the order the script uses (sets, allow-set chains, maps, the other chains, then rules).
+fn full_messages(table: &Table) -> Result<Vec<Message>, NetlinkError> {
+    let mut ids = Ids {
+        next: 0,
+        by_name: Vec::new(),
+    };
+    let mut out = vec![
+        Message {
+            msg: Msg::Table { delete: false },
+            what: format!("table inet {TABLE}"),
+        },
+        Message {
+            msg: Msg::Table { delete: true },
+            what: format!("deleting table inet {TABLE}"),
+        },
+        Message {
+            msg: Msg::Table { delete: false },
+            what: format!("table inet {TABLE}"),
+        },
+    ];
+    for chain in &table.chains {
+        out.push(chain_message(chain)?);
+    }
+    for set in table
+        .sets
+        .iter()
+        .filter(|s| !matches!(s.kind, SetKind::Dispatch(_)))
+    {
+        out.extend(set_messages(set, &mut ids)?);
+    }
+    for set in table
+        .sets
+        .iter()
+        .filter(|s| matches!(s.kind, SetKind::Dispatch(_)))
+    {
+        out.extend(set_messages(set, &mut ids)?);
+    }
+    for chain in &table.chains {
+        for rule in &chain.rules {
+            out.extend(rule_message(&chain.name, rule, &mut ids)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Replaces `table inet netfence` with `table` in one transaction.
+pub fn apply_full(table: &Table) -> Result<ApplyReport, NetlinkError> {
+    let start = Instant::now();
+    let messages = full_messages(table)?;
+    let mut batch = Batch::new();
+    for m in &messages {
+        batch.add(m, MsgType::Add);
+    }
+    let finalized = batch.finalize();
+    send(&finalized, &messages)?;
+    Ok(ApplyReport {
+        n_messages: messages.len(),
+        n_elements: table.n_elements(),
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Removes `table inet netfence` (nothing else), if it exists.
+pub fn delete_table() -> Result<(), NetlinkError> {
+    let messages = vec![
+        Message {
+            msg: Msg::Table { delete: false },
+            what: format!("table inet {TABLE}"),
+        },
+        Message {
+            msg: Msg::Table { delete: true },
+            what: format!("deleting table inet {TABLE}"),
+        },
+    ];
+    let mut batch = Batch::new();
+    for m in &messages {
+        batch.add(m, MsgType::Add);
+    }
+    send(&batch.finalize(), &messages)
+}
+
+fn send(batch: &FinalizedBatch, messages: &[Message]) -> Result<(), NetlinkError> {
+    let socket = mnl::Socket::new(mnl::Bus::Netfilter).map_err(NetlinkError::Socket)?;
+    let portid = socket.portid();
+    socket.send_all(batch).map_err(NetlinkError::Send)?;
+    let mut buffer = vec![0u8; nftnl::nft_nlmsg_maxsize() as usize];
+    let seqs = batch.sequence_numbers();
+    let first = seqs.start;
+    let mut expected = seqs;
+    while !expected.is_empty() {
+        let received = socket.recv(&mut buffer[..]).map_err(NetlinkError::Receive)?;
+        for message in received {
+            let message = message.map_err(NetlinkError::Receive)?;
+            // The header's sequence number says which message the kernel answers.
+            let seq = message
+                .get(8..12)
+                .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+            if let Err(source) = mnl::cb_run(message, seq, portid) {
+                // The kernel aborts the whole batch at the first error; report that message.
+                // The batch's begin message holds the first sequence number.
+                let object = seq
+                    .checked_sub(first + 1)
+                    .and_then(|i| messages.get(i as usize))
+                    .map_or_else(|| format!("message {seq}"), |m| m.what.clone());
+                return Err(NetlinkError::Refused { object, source });
+            }
+            if expected.next().is_none() {
+                break;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! Rules as libnftnl expressions: the register-level form of each `Match` and `Verdict`.
+
+use std::ffi::{c_void, CString};
+use std::ptr::NonNull;
+
+use nftnl_sys::{self as sys, libc};
+use policy_compiler::Protocol;
+
+use super::objects::{
+    add_element, cstring, new_set, Element, Ids, Message, Msg, Udata, NFPROTO_INET, TYPE_ICMP6_TYPE,
+};
+use super::NetlinkError;
+use crate::nft::{Addr, Family, Match, Rule, Verdict};
+use crate::TABLE;
+
+/// Builds the expressions of one rule into a libnftnl rule.
+struct RuleBuilder {
+    rule: NonNull<sys::nftnl_rule>,
+}
+
+impl RuleBuilder {
+    fn expr(&mut self, name: &str, attrs: &[(u16, ExprValue)]) {
+        let kind = CString::new(name).expect("constant expression name");
+        // SAFETY: fresh expression checked for NULL; setters copy; the rule takes ownership.
+        unsafe {
+            let e = NonNull::new(sys::nftnl_expr_alloc(kind.as_ptr())).expect("libnftnl allocation");
+            for (attr, value) in attrs {
+                match value {
+                    ExprValue::U32(v) => sys::nftnl_expr_set_u32(e.as_ptr(), *attr, *v),
+                    ExprValue::Bytes(b) => {
+                        sys::nftnl_expr_set(e.as_ptr(), *attr, b.as_ptr().cast::<c_void>(), b.len() as u32);
+                    }
+                    ExprValue::Str(s) => {
+                        sys::nftnl_expr_set_str(e.as_ptr(), *attr, s.as_ptr());
+                    }
+                }
+            }
+            sys::nftnl_rule_add_expr(self.rule.as_ptr(), e.as_ptr());
+        }
+    }
+
+    fn meta(&mut self, key: i32, dreg: i32) {
+        self.expr(
+            "meta",
+            &[
+                (attr(sys::NFTNL_EXPR_META_KEY), u(key)),
+                (attr(sys::NFTNL_EXPR_META_DREG), u(dreg)),
+            ],
+        );
+    }
+
+    fn cmp(&mut self, op: i32, data: Vec<u8>) {
+        self.expr(
+            "cmp",
+            &[
+                (attr(sys::NFTNL_EXPR_CMP_SREG), u(libc::NFT_REG_1)),
+                (attr(sys::NFTNL_EXPR_CMP_OP), u(op)),
+                (attr(sys::NFTNL_EXPR_CMP_DATA), ExprValue::Bytes(data)),
+            ],
+        );
+    }
+
+    fn payload(&mut self, base: i32, offset: u32, len: u32, dreg: i32) {
+        self.expr(
+            "payload",
+            &[
+                (attr(sys::NFTNL_EXPR_PAYLOAD_DREG), u(dreg)),
+                (attr(sys::NFTNL_EXPR_PAYLOAD_BASE), u(base)),
+                (attr(sys::NFTNL_EXPR_PAYLOAD_OFFSET), ExprValue::U32(offset)),
+                (attr(sys::NFTNL_EXPR_PAYLOAD_LEN), ExprValue::U32(len)),
+            ],
+        );
+    }
+
+    fn lookup(&mut self, set: &str, id: u32, dreg: Option<i32>) -> Result<(), NetlinkError> {
+        let mut attrs = vec![
+            (attr(sys::NFTNL_EXPR_LOOKUP_SREG), u(libc::NFT_REG_1)),
+            (attr(sys::NFTNL_EXPR_LOOKUP_SET), ExprValue::Str(cstring(set)?)),
+            (attr(sys::NFTNL_EXPR_LOOKUP_SET_ID), ExprValue::U32(id)),
+        ];
+        if let Some(dreg) = dreg {
+            attrs.push((attr(sys::NFTNL_EXPR_LOOKUP_DREG), u(dreg)));
+        }
+        self.expr("lookup", &attrs);
+        Ok(())
+    }
+
+    fn nfproto(&mut self, family: Family) {
+        self.meta(libc::NFT_META_NFPROTO, libc::NFT_REG_1);
+        let proto = match family {
+            Family::V4 => libc::NFPROTO_IPV4,
+            Family::V6 => libc::NFPROTO_IPV6,
+        };
+        self.cmp(libc::NFT_CMP_EQ, vec![proto as u8]);
+    }
+
+    fn l4proto(&mut self, number: u8) {
+        self.meta(libc::NFT_META_L4PROTO, libc::NFT_REG_1);
+        self.cmp(libc::NFT_CMP_EQ, vec![number]);
+    }
+
+    fn addr(&mut self, family: Family, addr: Addr, dreg: i32) {
+        let (offset, len) = match (family, addr) {
+            (Family::V4, Addr::Saddr) => (12, 4),
+            (Family::V4, Addr::Daddr) => (16, 4),
+            (Family::V6, Addr::Saddr) => (8, 16),
+            (Family::V6, Addr::Daddr) => (24, 16),
+        };
+        self.payload(libc::NFT_PAYLOAD_NETWORK_HEADER, offset, len, dreg);
+    }
+
+    fn verdict(&mut self, code: i32, chain: Option<&str>) -> Result<(), NetlinkError> {
+        let mut attrs = vec![
+            (attr(sys::NFTNL_EXPR_IMM_DREG), u(libc::NFT_REG_VERDICT)),
+            (attr(sys::NFTNL_EXPR_IMM_VERDICT), u(code)),
+        ];
+        if let Some(chain) = chain {
+            attrs.push((attr(sys::NFTNL_EXPR_IMM_CHAIN), ExprValue::Str(cstring(chain)?)));
+        }
+        self.expr("immediate", &attrs);
+        Ok(())
+    }
+}
+
+enum ExprValue {
+    U32(u32),
+    Bytes(Vec<u8>),
+    Str(CString),
+}
+
+fn u(v: i32) -> ExprValue {
+    ExprValue::U32(v as u32)
+}
+
+fn attr(a: u32) -> u16 {
+    a as u16
+}
+
+fn ip_proto(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => libc::IPPROTO_TCP as u8,
+        Protocol::Udp => libc::IPPROTO_UDP as u8,
+        Protocol::Sctp => libc::IPPROTO_SCTP as u8,
+    }
+}
+
+/// The ICMPv6 types of router and neighbour discovery, as nft's anonymous set holds them.
+const ND_TYPES: [u8; 5] = [133, 134, 135, 136, 137];
+const ND_SET: &str = "__set%d";
+
+pub(super) fn rule_message(chain: &str, rule: &Rule, ids: &mut Ids) -> Result<Vec<Message>, NetlinkError> {
+    let table = CString::new(TABLE).expect("constant name");
+    let chain_c = cstring(chain)?;
+    let mut extra = Vec::new();
+    // SAFETY: fresh allocation checked for NULL; setters copy their arguments.
+    let r = unsafe {
+        let r = NonNull::new(sys::nftnl_rule_alloc()).expect("libnftnl allocation");
+        sys::nftnl_rule_set_str(r.as_ptr(), sys::NFTNL_RULE_TABLE as u16, table.as_ptr());
+        sys::nftnl_rule_set_str(r.as_ptr(), sys::NFTNL_RULE_CHAIN as u16, chain_c.as_ptr());
+        sys::nftnl_rule_set_u32(r.as_ptr(), sys::NFTNL_RULE_FAMILY as u16, u32::from(NFPROTO_INET));
+        r
+    };
+    let mut b = RuleBuilder { rule: r };
+    for m in &rule.matches {
+        match m {
+            Match::EstablishedOrRelated => {
+                b.expr(
+                    "ct",
+                    &[
+                        (attr(sys::NFTNL_EXPR_CT_KEY), u(libc::NFT_CT_STATE)),
+                        (attr(sys::NFTNL_EXPR_CT_DREG), u(libc::NFT_REG_1)),
+                    ],
+                );
+                // Conntrack state bits: established is 1 << 1, related 1 << 2.
+                let mask: u32 = (1 << 1) | (1 << 2);
+                b.expr(
+                    "bitwise",
+                    &[
+                        (attr(sys::NFTNL_EXPR_BITWISE_SREG), u(libc::NFT_REG_1)),
+                        (attr(sys::NFTNL_EXPR_BITWISE_DREG), u(libc::NFT_REG_1)),
+                        (attr(sys::NFTNL_EXPR_BITWISE_LEN), ExprValue::U32(4)),
+                        (
+                            attr(sys::NFTNL_EXPR_BITWISE_MASK),
+                            ExprValue::Bytes(mask.to_ne_bytes().to_vec()),
+                        ),
+                        (attr(sys::NFTNL_EXPR_BITWISE_XOR), ExprValue::Bytes(vec![0; 4])),
+                    ],
+                );
+                b.cmp(libc::NFT_CMP_NEQ, vec![0; 4]);
+            }
+            Match::NeighbourDiscovery => {
+                b.nfproto(Family::V6);
+                b.l4proto(libc::IPPROTO_ICMPV6 as u8);
+                b.payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1, libc::NFT_REG_1);
+                let name = format!("{ND_SET}-{chain}");
+                let id = ids.id(&name);
+                let s = new_set(
+                    &cstring(ND_SET)?,
+                    id,
+                    TYPE_ICMP6_TYPE,
+                    1,
+                    (libc::NFT_SET_ANONYMOUS | libc::NFT_SET_CONSTANT) as u32,
+                );
+                // SAFETY: the set is live; nft sizes anonymous constant sets by their elements.
+                unsafe {
+                    sys::nftnl_set_set_u32(s.as_ptr(), sys::NFTNL_SET_DESC_SIZE as u16, ND_TYPES.len() as u32)
+                };
+                let elems = new_set(
+                    &cstring(ND_SET)?,
+                    id,
+                    TYPE_ICMP6_TYPE,
+                    1,
+                    (libc::NFT_SET_ANONYMOUS | libc::NFT_SET_CONSTANT) as u32,
+                );
+                for t in ND_TYPES {
+                    add_element(
+                        elems,
+                        &Element {
+                            key: vec![t],
+                            interval_end: false,
+                            jump: None,
+                        },
+                    );
+                }
+                extra.push(Message {
+                    msg: Msg::Set(s),
+                    what: format!("neighbour discovery set of chain {chain}"),
+                });
+                extra.push(Message {
+                    msg: Msg::Elements(elems),
+                    what: format!("neighbour discovery set of chain {chain}"),
+                });
+                b.lookup(ND_SET, id, None)?;
+            }
+            Match::AddrIn { family, addr, set } => {
+                b.nfproto(*family);
+                b.addr(*family, *addr, libc::NFT_REG_1);
+                let id = ids.id(set);
+                b.lookup(set, id, None)?;
+            }
+            Match::Protocol(p) => b.l4proto(ip_proto(*p)),
+            Match::PortRange {
+                protocol,
+                first,
+                last,
+            } => {
+                b.l4proto(ip_proto(*protocol));
+                b.payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, libc::NFT_REG_1);
+                if first == last {
+                    b.cmp(libc::NFT_CMP_EQ, first.to_be_bytes().to_vec());
+                } else {
+                    b.cmp(libc::NFT_CMP_GTE, first.to_be_bytes().to_vec());
+                    b.cmp(libc::NFT_CMP_LTE, last.to_be_bytes().to_vec());
+                }
+            }
+            Match::DaddrPortIn {
+                family,
+                protocol,
+                set,
+            } => {
+                b.nfproto(*family);
+                b.l4proto(ip_proto(*protocol));
+                let port_reg = match family {
+                    Family::V4 => libc::NFT_REG32_01,
+                    Family::V6 => libc::NFT_REG32_04,
+                };
+                b.addr(*family, Addr::Daddr, libc::NFT_REG_1);
+                b.payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, port_reg);
+                let id = ids.id(set);
+                b.lookup(set, id, None)?;
+            }
+        }
+    }
+    match &rule.verdict {
+        Verdict::Accept => b.verdict(libc::NF_ACCEPT, None)?,
+        Verdict::Drop => b.verdict(libc::NF_DROP, None)?,
+        Verdict::Return => b.verdict(libc::NFT_RETURN, None)?,
+        Verdict::Jump(target) => b.verdict(libc::NFT_JUMP, Some(target))?,
+        Verdict::Dispatch { family, addr, map } => {
+            b.nfproto(*family);
+            b.addr(*family, *addr, libc::NFT_REG_1);
+            let id = ids.id(map);
+            b.lookup(map, id, Some(libc::NFT_REG_VERDICT))?;
+        }
+    }
+    if let Some(comment) = &rule.comment {
+        let mut udata = Udata::new();
+        udata.put_str(sys::NFTNL_UDATA_RULE_COMMENT as u8, &cstring(comment)?);
+        let (data, len) = udata.bytes();
+        // SAFETY: the rule is live; the setter copies the bytes.
+        unsafe { sys::nftnl_rule_set_data(r.as_ptr(), sys::NFTNL_RULE_USERDATA as u16, data, len) };
+    }
+    extra.push(Message {
+        msg: Msg::Rule(r),
+        what: format!("a rule of chain {chain}"),
+    });
+    Ok(extra)
+}
