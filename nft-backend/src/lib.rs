@@ -6,6 +6,7 @@
 //! will read the same structured table.
 
 pub mod build;
+pub mod diff;
 pub mod interval;
 pub mod names;
 #[allow(unsafe_code)]

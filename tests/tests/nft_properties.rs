@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use netfence_tests::gen::{self, flows, l4_strategy};
 use netfence_tests::topology;
 use nft_backend::build::build;
+use nft_backend::diff;
 use nft_backend::trace;
 use policy_compiler::{compile_all, reference};
 use proptest::prelude::*;
@@ -22,6 +23,25 @@ proptest! {
         for flow in flows(&snap, &l4s) {
             let traced = trace::decide_cluster(&tables, &topo, &flow);
             prop_assert_eq!(traced, reference::allows(&snap, &flow), "{}", flow);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(Config { cases: 1000, failure_persistence: None, ..Config::default() })]
+
+    /// The incremental plan between any two tables turns the first into the second, and the
+    /// plan from a table to itself is empty.
+    #[test]
+    fn diff_plans_reach_the_new_table(first in gen::cluster(), second in gen::cluster()) {
+        let (a, _) = first.lower();
+        let (b, _) = second.lower();
+        for node in ["node-0", "node-1"] {
+            let old = build(&policy_compiler::compile(&a, node).0);
+            let new = build(&policy_compiler::compile(&b, node).0);
+            let plan = diff::diff(&old, &new);
+            prop_assert!(diff::same_content(&diff::apply_to(&old, &plan), &new), "{:?}", plan);
+            prop_assert!(diff::diff(&new, &new).is_empty());
         }
     }
 }

@@ -14,9 +14,12 @@ use std::time::{Duration, Instant};
 use nftnl::{Batch, FinalizedBatch, MsgType};
 use nftnl_sys::libc;
 
-use crate::nft::{SetKind, Table};
-use crate::TABLE;
-use objects::{chain_message, set_messages, Ids, Message, Msg};
+use crate::diff::{diff, Plan};
+use crate::nft::{Set, SetKind, Table};
+use objects::{
+    chain_message, delete_chain_message, delete_set_message, element_messages, flush_chain_message,
+    flush_set_message, set_messages, Ids, Message,
+};
 use rules::rule_message;
 
 /// What failed, in which phase, and whether trying again may help.
@@ -62,27 +65,14 @@ pub struct ApplyReport {
     pub elapsed: Duration,
 }
 
-/// The messages that replace the table: create it if missing, delete it, then define it anew,
-/// in the order the script uses (sets, allow-set chains, maps, the other chains, then rules).
+/// The messages that replace the table: create it if missing, delete it, then define it anew:
+/// chains, sets, maps (whose elements jump to the chains), then rules.
 fn full_messages(table: &Table) -> Result<Vec<Message>, NetlinkError> {
     let mut ids = Ids {
         next: 0,
         by_name: Vec::new(),
     };
-    let mut out = vec![
-        Message {
-            msg: Msg::Table { delete: false },
-            what: format!("table inet {TABLE}"),
-        },
-        Message {
-            msg: Msg::Table { delete: true },
-            what: format!("deleting table inet {TABLE}"),
-        },
-        Message {
-            msg: Msg::Table { delete: false },
-            what: format!("table inet {TABLE}"),
-        },
-    ];
+    let mut out = vec![Message::table(false), Message::table(true), Message::table(false)];
     for chain in &table.chains {
         out.push(chain_message(chain)?);
     }
@@ -108,16 +98,76 @@ fn full_messages(table: &Table) -> Result<Vec<Message>, NetlinkError> {
     Ok(out)
 }
 
+/// The messages of an incremental plan, in an order every step of which the kernel accepts:
+/// new sets and chains first, then rules (which may use them), then element changes (new map
+/// elements jump to new chains), then what nothing refers to any more.
+fn plan_messages(plan: &Plan) -> Result<Vec<Message>, NetlinkError> {
+    let mut ids = Ids {
+        next: 0,
+        by_name: Vec::new(),
+    };
+    let mut out = Vec::new();
+    for set in plan
+        .add_sets
+        .iter()
+        .filter(|s| !matches!(s.kind, SetKind::Dispatch(_)))
+    {
+        out.extend(set_messages(set, &mut ids)?);
+    }
+    for chain in &plan.add_chains {
+        out.push(chain_message(chain)?);
+    }
+    for set in plan
+        .add_sets
+        .iter()
+        .filter(|s| matches!(s.kind, SetKind::Dispatch(_)))
+    {
+        out.extend(set_messages(set, &mut ids)?);
+    }
+    for chain in &plan.rewrite_chains {
+        out.push(flush_chain_message(&chain.name)?);
+    }
+    for chain in plan.add_chains.iter().chain(&plan.rewrite_chains) {
+        for rule in &chain.rules {
+            out.extend(rule_message(&chain.name, rule, &mut ids)?);
+        }
+    }
+    for set in &plan.refill_sets {
+        out.push(flush_set_message(set, &mut ids)?);
+        out.extend(element_messages(set, &mut ids, libc::NFT_MSG_NEWSETELEM)?);
+    }
+    for set in &plan.del_elements {
+        out.extend(element_messages(set, &mut ids, libc::NFT_MSG_DELSETELEM)?);
+    }
+    let (maps, others): (Vec<&Set>, Vec<&Set>) = plan
+        .add_elements
+        .iter()
+        .partition(|s| matches!(s.kind, SetKind::Dispatch(_)));
+    for set in others.into_iter().chain(maps) {
+        out.extend(element_messages(set, &mut ids, libc::NFT_MSG_NEWSETELEM)?);
+    }
+    for name in &plan.del_chains {
+        out.push(delete_chain_message(name)?);
+    }
+    for name in &plan.del_sets {
+        out.push(delete_set_message(name)?);
+    }
+    Ok(out)
+}
+
+fn transact(messages: &[Message]) -> Result<(), NetlinkError> {
+    let mut batch = Batch::new();
+    for m in messages {
+        batch.add(m, MsgType::Add);
+    }
+    send(&batch.finalize(), messages)
+}
+
 /// Replaces `table inet netfence` with `table` in one transaction.
 pub fn apply_full(table: &Table) -> Result<ApplyReport, NetlinkError> {
     let start = Instant::now();
     let messages = full_messages(table)?;
-    let mut batch = Batch::new();
-    for m in &messages {
-        batch.add(m, MsgType::Add);
-    }
-    let finalized = batch.finalize();
-    send(&finalized, &messages)?;
+    transact(&messages)?;
     Ok(ApplyReport {
         n_messages: messages.len(),
         n_elements: table.n_elements(),
@@ -125,23 +175,30 @@ pub fn apply_full(table: &Table) -> Result<ApplyReport, NetlinkError> {
     })
 }
 
+/// Turns the kernel's table from `old` (what was applied last) into `new` with only the
+/// differences, in one transaction. An empty difference sends nothing.
+pub fn apply_diff(old: &Table, new: &Table) -> Result<ApplyReport, NetlinkError> {
+    let start = Instant::now();
+    let plan = diff(old, new);
+    if plan.is_empty() {
+        return Ok(ApplyReport {
+            n_messages: 0,
+            n_elements: 0,
+            elapsed: start.elapsed(),
+        });
+    }
+    let messages = plan_messages(&plan)?;
+    transact(&messages)?;
+    Ok(ApplyReport {
+        n_messages: messages.len(),
+        n_elements: plan.n_element_changes(),
+        elapsed: start.elapsed(),
+    })
+}
+
 /// Removes `table inet netfence` (nothing else), if it exists.
 pub fn delete_table() -> Result<(), NetlinkError> {
-    let messages = vec![
-        Message {
-            msg: Msg::Table { delete: false },
-            what: format!("table inet {TABLE}"),
-        },
-        Message {
-            msg: Msg::Table { delete: true },
-            what: format!("deleting table inet {TABLE}"),
-        },
-    ];
-    let mut batch = Batch::new();
-    for m in &messages {
-        batch.add(m, MsgType::Add);
-    }
-    send(&batch.finalize(), &messages)
+    transact(&[Message::table(false), Message::table(true)])
 }
 
 fn send(batch: &FinalizedBatch, messages: &[Message]) -> Result<(), NetlinkError> {

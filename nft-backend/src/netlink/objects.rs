@@ -71,18 +71,58 @@ impl Drop for Udata {
     }
 }
 
-/// One message of the batch: the object it writes, what it is for errors, and its type.
-pub(super) enum Msg {
-    Table { delete: bool },
+/// The libnftnl object a message carries.
+pub(super) enum Obj {
+    Table,
     Chain(NonNull<sys::nftnl_chain>),
     Set(NonNull<sys::nftnl_set>),
+    /// A set holding the elements to add or delete (none: flush the set).
     Elements(NonNull<sys::nftnl_set>),
+    /// A rule holding only table and chain: with DELRULE, flushes the chain.
     Rule(NonNull<sys::nftnl_rule>),
 }
 
+/// One message of the batch: its type and flags, the object it writes, and what it is, for
+/// errors.
 pub(super) struct Message {
-    pub(super) msg: Msg,
+    pub(super) kind: i32,
+    pub(super) flags: i32,
+    pub(super) obj: Obj,
     pub(super) what: String,
+}
+
+const CREATE: i32 = libc::NLM_F_CREATE | libc::NLM_F_ACK;
+const ACK: i32 = libc::NLM_F_ACK;
+
+impl Message {
+    pub(super) fn new(kind: i32, obj: Obj, what: String) -> Message {
+        let flags = match kind {
+            libc::NFT_MSG_NEWRULE => CREATE | libc::NLM_F_APPEND,
+            libc::NFT_MSG_NEWTABLE
+            | libc::NFT_MSG_NEWCHAIN
+            | libc::NFT_MSG_NEWSET
+            | libc::NFT_MSG_NEWSETELEM => CREATE,
+            _ => ACK,
+        };
+        Message {
+            kind,
+            flags,
+            obj,
+            what,
+        }
+    }
+
+    pub(super) fn table(delete: bool) -> Message {
+        if delete {
+            Message::new(
+                libc::NFT_MSG_DELTABLE,
+                Obj::Table,
+                format!("deleting table inet {TABLE}"),
+            )
+        } else {
+            Message::new(libc::NFT_MSG_NEWTABLE, Obj::Table, format!("table inet {TABLE}"))
+        }
+    }
 }
 
 // SAFETY: each message writes its object into the buffer libnftnl hands it (at least
@@ -90,65 +130,22 @@ pub(super) struct Message {
 unsafe impl NlMsg for Message {
     unsafe fn write(&self, buf: *mut c_void, seq: u32, _msg_type: MsgType) {
         let buf = buf.cast::<c_char>();
-        let create = (libc::NLM_F_CREATE | libc::NLM_F_ACK) as u16;
         // SAFETY: the caller gives a buffer large enough for one message; the objects are live.
         unsafe {
-            match &self.msg {
-                Msg::Table { delete } => {
+            let hdr = sys::nftnl_nlmsg_build_hdr(buf, self.kind as u16, NFPROTO_INET, self.flags as u16, seq);
+            match &self.obj {
+                Obj::Table => {
                     let t = sys::nftnl_table_alloc();
                     let name = CString::new(TABLE).expect("constant name");
                     sys::nftnl_table_set_str(t, sys::NFTNL_TABLE_NAME as u16, name.as_ptr());
                     sys::nftnl_table_set_u32(t, sys::NFTNL_TABLE_FAMILY as u16, u32::from(NFPROTO_INET));
-                    let (kind, flags) = if *delete {
-                        (libc::NFT_MSG_DELTABLE, libc::NLM_F_ACK as u16)
-                    } else {
-                        (libc::NFT_MSG_NEWTABLE, create)
-                    };
-                    let hdr = sys::nftnl_nlmsg_build_hdr(buf, kind as u16, NFPROTO_INET, flags, seq);
                     sys::nftnl_table_nlmsg_build_payload(hdr, t);
                     sys::nftnl_table_free(t);
                 }
-                Msg::Chain(c) => {
-                    let hdr = sys::nftnl_nlmsg_build_hdr(
-                        buf,
-                        libc::NFT_MSG_NEWCHAIN as u16,
-                        NFPROTO_INET,
-                        create,
-                        seq,
-                    );
-                    sys::nftnl_chain_nlmsg_build_payload(hdr, c.as_ptr());
-                }
-                Msg::Set(s) => {
-                    let hdr = sys::nftnl_nlmsg_build_hdr(
-                        buf,
-                        libc::NFT_MSG_NEWSET as u16,
-                        NFPROTO_INET,
-                        create,
-                        seq,
-                    );
-                    sys::nftnl_set_nlmsg_build_payload(hdr, s.as_ptr());
-                }
-                Msg::Elements(s) => {
-                    let hdr = sys::nftnl_nlmsg_build_hdr(
-                        buf,
-                        libc::NFT_MSG_NEWSETELEM as u16,
-                        NFPROTO_INET,
-                        create,
-                        seq,
-                    );
-                    sys::nftnl_set_elems_nlmsg_build_payload(hdr, s.as_ptr());
-                }
-                Msg::Rule(r) => {
-                    let flags = (libc::NLM_F_CREATE | libc::NLM_F_APPEND | libc::NLM_F_ACK) as u16;
-                    let hdr = sys::nftnl_nlmsg_build_hdr(
-                        buf,
-                        libc::NFT_MSG_NEWRULE as u16,
-                        NFPROTO_INET,
-                        flags,
-                        seq,
-                    );
-                    sys::nftnl_rule_nlmsg_build_payload(hdr, r.as_ptr());
-                }
+                Obj::Chain(c) => sys::nftnl_chain_nlmsg_build_payload(hdr, c.as_ptr()),
+                Obj::Set(s) => sys::nftnl_set_nlmsg_build_payload(hdr, s.as_ptr()),
+                Obj::Elements(s) => sys::nftnl_set_elems_nlmsg_build_payload(hdr, s.as_ptr()),
+                Obj::Rule(r) => sys::nftnl_rule_nlmsg_build_payload(hdr, r.as_ptr()),
             }
         }
     }
@@ -158,11 +155,11 @@ impl Drop for Message {
     fn drop(&mut self) {
         // SAFETY: each pointer was allocated by the matching nftnl_*_alloc and is freed once.
         unsafe {
-            match &self.msg {
-                Msg::Table { .. } => {}
-                Msg::Chain(c) => sys::nftnl_chain_free(c.as_ptr()),
-                Msg::Set(s) | Msg::Elements(s) => sys::nftnl_set_free(s.as_ptr()),
-                Msg::Rule(r) => sys::nftnl_rule_free(r.as_ptr()),
+            match &self.obj {
+                Obj::Table => {}
+                Obj::Chain(c) => sys::nftnl_chain_free(c.as_ptr()),
+                Obj::Set(s) | Obj::Elements(s) => sys::nftnl_set_free(s.as_ptr()),
+                Obj::Rule(r) => sys::nftnl_rule_free(r.as_ptr()),
             }
         }
     }
@@ -315,14 +312,13 @@ pub(super) fn elements_of(set: &Set) -> Result<Vec<Element>, NetlinkError> {
     })
 }
 
-pub(super) fn set_messages(set: &Set, ids: &mut Ids) -> Result<Vec<Message>, NetlinkError> {
-    let name = cstring(&set.name)?;
-    let id = ids.id(&set.name);
+/// Key type, key length, flags and whether nft records a big-endian key, for a set.
+fn set_shape(set: &Set) -> (u32, u32, u32, bool) {
     let (addr_type, addr_len) = match set.family {
         Family::V4 => (TYPE_IPADDR, 4),
         Family::V6 => (TYPE_IP6ADDR, 16),
     };
-    let (key_type, key_len, flags, byteorder) = match &set.kind {
+    match &set.kind {
         SetKind::Addrs(_) => (addr_type, addr_len, 0, true),
         SetKind::Ranges(_) => (addr_type, addr_len, libc::NFT_SET_INTERVAL as u32, true),
         SetKind::AddrPorts(_) => (
@@ -332,7 +328,14 @@ pub(super) fn set_messages(set: &Set, ids: &mut Ids) -> Result<Vec<Message>, Net
             false,
         ),
         SetKind::Dispatch(_) => (addr_type, addr_len, libc::NFT_SET_MAP as u32, true),
-    };
+    }
+}
+
+/// NEWSET for a set, then its elements.
+pub(super) fn set_messages(set: &Set, ids: &mut Ids) -> Result<Vec<Message>, NetlinkError> {
+    let name = cstring(&set.name)?;
+    let id = ids.id(&set.name);
+    let (key_type, key_len, flags, byteorder) = set_shape(set);
     let mut udata = Udata::new();
     if byteorder {
         udata.put_u32(UDATA_SET_KEYBYTEORDER, BYTEORDER_BIG_ENDIAN);
@@ -351,21 +354,113 @@ pub(super) fn set_messages(set: &Set, ids: &mut Ids) -> Result<Vec<Message>, Net
         }
         sys::nftnl_set_set_data(s.as_ptr(), sys::NFTNL_SET_USERDATA as u16, data, len);
     }
-    let mut out = vec![Message {
-        msg: Msg::Set(s),
-        what: format!("set {}", set.name),
-    }];
+    let mut out = vec![Message::new(
+        libc::NFT_MSG_NEWSET,
+        Obj::Set(s),
+        format!("set {}", set.name),
+    )];
+    out.extend(element_messages(set, ids, libc::NFT_MSG_NEWSETELEM)?);
+    Ok(out)
+}
+
+/// NEWSETELEM or DELSETELEM messages for the elements `set` holds, a bounded number each.
+pub(super) fn element_messages(set: &Set, ids: &mut Ids, kind: i32) -> Result<Vec<Message>, NetlinkError> {
+    let name = cstring(&set.name)?;
+    let id = ids.id(&set.name);
+    let (key_type, key_len, flags, _) = set_shape(set);
+    let verb = if kind == libc::NFT_MSG_DELSETELEM {
+        "removing elements of"
+    } else {
+        "elements of"
+    };
+    let mut out = Vec::new();
     for chunk in elements_of(set)?.chunks(ELEMENTS_PER_MESSAGE) {
         let holder = new_set(&name, id, key_type, key_len, flags);
         for e in chunk {
             add_element(holder, e);
         }
-        out.push(Message {
-            msg: Msg::Elements(holder),
-            what: format!("elements of set {}", set.name),
-        });
+        out.push(Message::new(
+            kind,
+            Obj::Elements(holder),
+            format!("{verb} set {}", set.name),
+        ));
     }
     Ok(out)
+}
+
+/// DELSETELEM without elements: empties the set.
+pub(super) fn flush_set_message(set: &Set, ids: &mut Ids) -> Result<Message, NetlinkError> {
+    let (key_type, key_len, flags, _) = set_shape(set);
+    let holder = new_set(&cstring(&set.name)?, ids.id(&set.name), key_type, key_len, flags);
+    Ok(Message::new(
+        libc::NFT_MSG_DELSETELEM,
+        Obj::Elements(holder),
+        format!("flushing set {}", set.name),
+    ))
+}
+
+/// DELSET by name.
+pub(super) fn delete_set_message(name: &str) -> Result<Message, NetlinkError> {
+    let table = CString::new(TABLE).expect("constant name");
+    let cname = cstring(name)?;
+    // SAFETY: fresh allocation checked for NULL; setters copy their arguments.
+    let s = unsafe {
+        let s = NonNull::new(sys::nftnl_set_alloc()).expect("libnftnl allocation");
+        sys::nftnl_set_set_str(s.as_ptr(), sys::NFTNL_SET_TABLE as u16, table.as_ptr());
+        sys::nftnl_set_set_str(s.as_ptr(), sys::NFTNL_SET_NAME as u16, cname.as_ptr());
+        sys::nftnl_set_set_u32(s.as_ptr(), sys::NFTNL_SET_FAMILY as u16, u32::from(NFPROTO_INET));
+        s
+    };
+    Ok(Message::new(
+        libc::NFT_MSG_DELSET,
+        Obj::Set(s),
+        format!("deleting set {name}"),
+    ))
+}
+
+fn bare_chain(name: &str) -> Result<NonNull<sys::nftnl_chain>, NetlinkError> {
+    let table = CString::new(TABLE).expect("constant name");
+    let cname = cstring(name)?;
+    // SAFETY: fresh allocation checked for NULL; setters copy their arguments.
+    Ok(unsafe {
+        let c = NonNull::new(sys::nftnl_chain_alloc()).expect("libnftnl allocation");
+        sys::nftnl_chain_set_str(c.as_ptr(), sys::NFTNL_CHAIN_TABLE as u16, table.as_ptr());
+        sys::nftnl_chain_set_str(c.as_ptr(), sys::NFTNL_CHAIN_NAME as u16, cname.as_ptr());
+        sys::nftnl_chain_set_u32(
+            c.as_ptr(),
+            sys::NFTNL_CHAIN_FAMILY as u16,
+            u32::from(NFPROTO_INET),
+        );
+        c
+    })
+}
+
+/// DELCHAIN by name (the kernel removes the chain's rules with it).
+pub(super) fn delete_chain_message(name: &str) -> Result<Message, NetlinkError> {
+    Ok(Message::new(
+        libc::NFT_MSG_DELCHAIN,
+        Obj::Chain(bare_chain(name)?),
+        format!("deleting chain {name}"),
+    ))
+}
+
+/// DELRULE with only a chain: removes every rule of the chain.
+pub(super) fn flush_chain_message(name: &str) -> Result<Message, NetlinkError> {
+    let table = CString::new(TABLE).expect("constant name");
+    let cname = cstring(name)?;
+    // SAFETY: fresh allocation checked for NULL; setters copy their arguments.
+    let r = unsafe {
+        let r = NonNull::new(sys::nftnl_rule_alloc()).expect("libnftnl allocation");
+        sys::nftnl_rule_set_str(r.as_ptr(), sys::NFTNL_RULE_TABLE as u16, table.as_ptr());
+        sys::nftnl_rule_set_str(r.as_ptr(), sys::NFTNL_RULE_CHAIN as u16, cname.as_ptr());
+        sys::nftnl_rule_set_u32(r.as_ptr(), sys::NFTNL_RULE_FAMILY as u16, u32::from(NFPROTO_INET));
+        r
+    };
+    Ok(Message::new(
+        libc::NFT_MSG_DELRULE,
+        Obj::Rule(r),
+        format!("flushing chain {name}"),
+    ))
 }
 
 pub(super) fn chain_message(chain: &Chain) -> Result<Message, NetlinkError> {
@@ -399,8 +494,9 @@ pub(super) fn chain_message(chain: &Chain) -> Result<Message, NetlinkError> {
         sys::nftnl_chain_set_data(c.as_ptr(), sys::NFTNL_CHAIN_USERDATA as u16, data, len);
         c
     };
-    Ok(Message {
-        msg: Msg::Chain(c),
-        what: format!("chain {}", chain.name),
-    })
+    Ok(Message::new(
+        libc::NFT_MSG_NEWCHAIN,
+        Obj::Chain(c),
+        format!("chain {}", chain.name),
+    ))
 }

@@ -7,7 +7,7 @@ use nftnl_sys::{self as sys, libc};
 use policy_compiler::Protocol;
 
 use super::objects::{
-    add_element, cstring, new_set, Element, Ids, Message, Msg, Udata, NFPROTO_INET, TYPE_ICMP6_TYPE,
+    add_element, cstring, new_set, Element, Ids, Message, Obj, Udata, NFPROTO_INET, TYPE_ICMP6_TYPE,
 };
 use super::NetlinkError;
 use crate::nft::{Addr, Family, Match, Rule, Verdict};
@@ -222,14 +222,9 @@ pub(super) fn rule_message(chain: &str, rule: &Rule, ids: &mut Ids) -> Result<Ve
                         },
                     );
                 }
-                extra.push(Message {
-                    msg: Msg::Set(s),
-                    what: format!("neighbour discovery set of chain {chain}"),
-                });
-                extra.push(Message {
-                    msg: Msg::Elements(elems),
-                    what: format!("neighbour discovery set of chain {chain}"),
-                });
+                let what = format!("neighbour discovery set of chain {chain}");
+                extra.push(Message::new(libc::NFT_MSG_NEWSET, Obj::Set(s), what.clone()));
+                extra.push(Message::new(libc::NFT_MSG_NEWSETELEM, Obj::Elements(elems), what));
                 b.lookup(ND_SET, id, None)?;
             }
             Match::AddrIn { family, addr, set } => {
@@ -290,9 +285,10 @@ pub(super) fn rule_message(chain: &str, rule: &Rule, ids: &mut Ids) -> Result<Ve
         // SAFETY: the rule is live; the setter copies the bytes.
         unsafe { sys::nftnl_rule_set_data(r.as_ptr(), sys::NFTNL_RULE_USERDATA as u16, data, len) };
     }
-    extra.push(Message {
-        msg: Msg::Rule(r),
-        what: format!("a rule of chain {chain}"),
-    });
+    extra.push(Message::new(
+        libc::NFT_MSG_NEWRULE,
+        Obj::Rule(r),
+        format!("a rule of chain {chain}"),
+    ));
     Ok(extra)
 }
