@@ -223,17 +223,47 @@ fn run_apply(args: &ApplyArgs) -> ExitCode {
         table.n_elements(),
         table.chains.len()
     );
-    if args.dry_run {
-        println!("dry run, nothing sent: {summary}");
+    let want = match netlink::expected(&table) {
+        Ok(want) => want,
+        Err(e) => {
+            eprintln!("netfence: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let current = if args.dry_run {
+        netlink::read().ok().flatten()
+    } else {
+        match netlink::read() {
+            Ok(current) => current,
+            Err(e) => {
+                eprintln!("netfence: error: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    };
+    if current.as_ref() == Some(&want) {
+        println!("{summary}: already in place, nothing changed");
         return ExitCode::SUCCESS;
     }
-    match netlink::apply_full(&table) {
+    let changes = describe_changes(current.as_ref(), &want);
+    if args.dry_run {
+        println!("dry run, nothing sent: {summary}");
+        for change in &changes {
+            println!("  would change: {change}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let result = netlink::apply_full(&table).and_then(|report| netlink::verify(&table).map(|()| report));
+    match result {
         Ok(report) => {
             println!(
-                "applied {summary} in one transaction of {} messages, {:.2} ms",
+                "applied {summary} in one transaction of {} messages, {:.2} ms, verified by reading it back",
                 report.n_messages,
                 report.elapsed.as_secs_f64() * 1e3
             );
+            for change in &changes {
+                println!("  changed: {change}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -241,6 +271,39 @@ fn run_apply(args: &ApplyArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// What applying `want` changes in the kernel's table, one line per set or chain.
+fn describe_changes(current: Option<&netlink::Listing>, want: &netlink::Listing) -> Vec<String> {
+    let Some(current) = current else {
+        return vec![format!(
+            "table inet netfence created with {} sets and maps, {} chains",
+            want.sets.len(),
+            want.chains.len()
+        )];
+    };
+    let mut out = Vec::new();
+    for (name, set) in &want.sets {
+        match current.sets.get(name) {
+            None => out.push(format!("set {name} added ({} elements)", set.elements.len())),
+            Some(old) if old != set => {
+                let added = set.elements.difference(&old.elements).count();
+                let removed = old.elements.difference(&set.elements).count();
+                out.push(format!("set {name}: {added} elements added, {removed} removed"));
+            }
+            Some(_) => {}
+        }
+    }
+    out.extend(current.sets.keys().filter(|n| !want.sets.contains_key(*n)).map(|n| format!("set {n} removed")));
+    for (name, chain) in &want.chains {
+        match current.chains.get(name) {
+            None => out.push(format!("chain {name} added ({} rules)", chain.rules.len())),
+            Some(old) if old != chain => out.push(format!("chain {name}: {} rules, was {}", chain.rules.len(), old.rules.len())),
+            Some(_) => {}
+        }
+    }
+    out.extend(current.chains.keys().filter(|n| !want.chains.contains_key(*n)).map(|n| format!("chain {n} removed")));
+    out
 }
 
 fn main() -> ExitCode {

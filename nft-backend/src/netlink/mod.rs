@@ -6,6 +6,7 @@
 //! on one netfilter socket. The kernel applies a batch all or nothing.
 
 mod objects;
+mod read;
 mod rules;
 
 use std::io;
@@ -22,6 +23,8 @@ use objects::{
 };
 use rules::rule_message;
 
+pub use read::{expected, read, ChainListing, ElementListing, Listing, SetListing};
+
 /// What failed, in which phase, and whether trying again may help.
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
@@ -37,6 +40,8 @@ pub enum NetlinkError {
     },
     #[error("netlink: reading acknowledgements failed: {0}")]
     Receive(#[source] io::Error),
+    #[error("netlink: the table was applied, but the kernel holds something else: {0}")]
+    Mismatch(String),
     #[error("netlink: {0} contains a NUL byte")]
     Name(String),
 }
@@ -52,7 +57,7 @@ impl NetlinkError {
                     Some(libc::EBUSY) | Some(libc::EAGAIN) | Some(libc::ENOBUFS)
                 )
             }
-            NetlinkError::Socket(_) | NetlinkError::Name(_) => false,
+            NetlinkError::Socket(_) | NetlinkError::Name(_) | NetlinkError::Mismatch(_) => false,
         }
     }
 }
@@ -194,6 +199,16 @@ pub fn apply_diff(old: &Table, new: &Table) -> Result<ApplyReport, NetlinkError>
         n_elements: plan.n_element_changes(),
         elapsed: start.elapsed(),
     })
+}
+
+/// Reads the table back and compares it with what `table` should have made of it.
+pub fn verify(table: &Table) -> Result<(), NetlinkError> {
+    let want = expected(table)?;
+    match read()? {
+        None => Err(NetlinkError::Mismatch(format!("table inet {} is missing", crate::TABLE))),
+        Some(got) if got == want => Ok(()),
+        Some(got) => Err(NetlinkError::Mismatch(want.differences(&got).join("; "))),
+    }
 }
 
 /// Removes `table inet netfence` (nothing else), if it exists.
