@@ -294,15 +294,31 @@ fn describe_changes(current: Option<&netlink::Listing>, want: &netlink::Listing)
             Some(_) => {}
         }
     }
-    out.extend(current.sets.keys().filter(|n| !want.sets.contains_key(*n)).map(|n| format!("set {n} removed")));
+    out.extend(
+        current
+            .sets
+            .keys()
+            .filter(|n| !want.sets.contains_key(*n))
+            .map(|n| format!("set {n} removed")),
+    );
     for (name, chain) in &want.chains {
         match current.chains.get(name) {
             None => out.push(format!("chain {name} added ({} rules)", chain.rules.len())),
-            Some(old) if old != chain => out.push(format!("chain {name}: {} rules, was {}", chain.rules.len(), old.rules.len())),
+            Some(old) if old != chain => out.push(format!(
+                "chain {name}: {} rules, was {}",
+                chain.rules.len(),
+                old.rules.len()
+            )),
             Some(_) => {}
         }
     }
-    out.extend(current.chains.keys().filter(|n| !want.chains.contains_key(*n)).map(|n| format!("chain {n} removed")));
+    out.extend(
+        current
+            .chains
+            .keys()
+            .filter(|n| !want.chains.contains_key(*n))
+            .map(|n| format!("chain {n} removed")),
+    );
     out
 }
 

@@ -2,13 +2,9 @@
 //! `netfence apply` sends over netlink lists exactly as the script `netfence compile` prints,
 //! loaded with `nft -f`; and other tables are never touched.
 
-#[path = "support/netns.rs"]
-mod netns;
-
 use std::path::{Path, PathBuf};
 
-use netns::{require_root_and_nft, Netns};
-use serde_json::Value;
+use netfence_tests::netns::{normalized_listing, require_root_and_nft, Netns};
 
 const NETFENCE: &str = env!("CARGO_BIN_EXE_netfence");
 
@@ -29,24 +25,6 @@ fn fixture_dirs() -> Vec<PathBuf> {
     out
 }
 
-/// `nft -j list table inet netfence` without handles, which count objects, not meaning.
-fn listing(ns: &Netns) -> Value {
-    fn strip(v: &mut Value) {
-        match v {
-            Value::Object(map) => {
-                map.remove("handle");
-                map.values_mut().for_each(strip);
-            }
-            Value::Array(items) => items.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    let mut v: Value =
-        serde_json::from_str(&ns.ok("nft", &["-j", "list", "table", "inet", "netfence"])).expect("nft JSON");
-    strip(&mut v);
-    v
-}
-
 #[test]
 fn netlink_and_script_list_identically() {
     require_root_and_nft();
@@ -65,8 +43,12 @@ fn netlink_and_script_list_identically() {
             std::fs::write(&path, &script.stdout).unwrap();
             by_script.ok("nft", &["-f", path.to_str().unwrap()]);
             let report = by_netlink.ok(NETFENCE, &["apply", d, "--node", node]);
-            assert!(report.starts_with("applied table inet netfence"), "{report}");
-            assert_eq!(listing(&by_netlink), listing(&by_script), "{d} {node}");
+            assert!(report.contains("table inet netfence for node"), "{report}");
+            assert_eq!(
+                normalized_listing(&by_netlink),
+                normalized_listing(&by_script),
+                "{d} {node}"
+            );
             std::fs::remove_file(&path).unwrap();
             compared += 1;
         }
@@ -122,7 +104,7 @@ fn a_refused_transaction_leaves_the_previous_table_and_names_the_object() {
     let ns = Netns::new("rf");
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/demo");
     ns.ok(NETFENCE, &["apply", demo.to_str().unwrap(), "--node", "node-1"]);
-    let before = listing(&ns);
+    let before = normalized_listing(&ns);
     // A table whose dispatch map jumps to a chain that does not exist: the kernel refuses that
     // message, so the whole transaction, and the table stays as it was.
     let input = netfence_cli::input::load(&[demo]).expect("demo loads");
@@ -145,11 +127,15 @@ fn a_refused_transaction_leaves_the_previous_table_and_names_the_object() {
     );
     assert!(err.to_string().contains("elements of set in-dispatch-4"), "{err}");
     assert!(!err.is_retryable(), "{err}");
-    assert_eq!(listing(&ns), before, "a refused transaction changes nothing");
+    assert_eq!(
+        normalized_listing(&ns),
+        before,
+        "a refused transaction changes nothing"
+    );
     // The positive control: the same table without the bad element applies.
     let (ruleset, _) = policy_compiler::compile(&input.snapshot, "node-2");
     let table = nft_backend::build::build(&ruleset);
     ns.run(move || nft_backend::netlink::apply_full(&table))
         .expect("a good table applies");
-    assert_ne!(listing(&ns), before);
+    assert_ne!(normalized_listing(&ns), before);
 }

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1 as k8s_core;
 use k8s_openapi::api::networking::v1 as k8s_net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as k8s_meta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use policy_compiler::{lower, Diagnostic, Flow, Protocol, Snapshot, L4};
+use policy_compiler::{lower, Compiler, Diagnostic, Flow, Protocol, Snapshot, L4};
 use proptest::prelude::*;
 use proptest::sample::select;
 
@@ -442,4 +442,75 @@ pub fn l4_strategy() -> impl Strategy<Value = Vec<L4>> {
         v.push(i);
         v
     })
+}
+
+/// One change to a cluster.
+#[derive(Clone, Debug)]
+pub enum Op {
+    ApplyPod(usize),
+    DeletePod(usize),
+    ApplyPolicy(usize),
+    DeletePolicy(usize),
+    ApplyNamespace(usize),
+    DeleteNamespace(usize),
+}
+
+pub fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..64usize).prop_map(Op::ApplyPod),
+        2 => (0..64usize).prop_map(Op::DeletePod),
+        3 => (0..64usize).prop_map(Op::ApplyPolicy),
+        1 => (0..64usize).prop_map(Op::DeletePolicy),
+        1 => (0..64usize).prop_map(Op::ApplyNamespace),
+        1 => (0..64usize).prop_map(Op::DeleteNamespace),
+    ]
+}
+
+/// Applies `op`, drawing objects from `next`, to the compiler and to a mirror snapshot.
+pub fn apply(op: &Op, next: &Snapshot, mirror: &mut Snapshot, compiler: &mut Compiler) {
+    fn nth<K: Clone, V: Clone>(map: &BTreeMap<K, V>, i: usize) -> Option<(K, V)> {
+        if map.is_empty() {
+            None
+        } else {
+            map.iter().nth(i % map.len()).map(|(k, v)| (k.clone(), v.clone()))
+        }
+    }
+    match op {
+        Op::ApplyPod(i) => {
+            if let Some((key, pod)) = nth(&next.pods, *i) {
+                mirror.pods.insert(key, pod.clone());
+                compiler.apply_pod(pod);
+            }
+        }
+        Op::DeletePod(i) => {
+            if let Some((key, _)) = nth(&mirror.pods, *i) {
+                mirror.pods.remove(&key);
+                compiler.delete_pod(&key);
+            }
+        }
+        Op::ApplyPolicy(i) => {
+            if let Some((key, policy)) = nth(&next.policies, *i) {
+                mirror.policies.insert(key, policy.clone());
+                compiler.apply_policy(policy);
+            }
+        }
+        Op::DeletePolicy(i) => {
+            if let Some((key, _)) = nth(&mirror.policies, *i) {
+                mirror.policies.remove(&key);
+                compiler.delete_policy(&key);
+            }
+        }
+        Op::ApplyNamespace(i) => {
+            if let Some((name, ns)) = nth(&next.namespaces, *i) {
+                mirror.namespaces.insert(name, ns.clone());
+                compiler.apply_namespace(ns);
+            }
+        }
+        Op::DeleteNamespace(i) => {
+            if let Some((name, _)) = nth(&mirror.namespaces, *i) {
+                mirror.namespaces.remove(&name);
+                compiler.delete_namespace(&name);
+            }
+        }
+    }
 }

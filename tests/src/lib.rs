@@ -3,6 +3,7 @@
 
 pub mod fixture;
 pub mod gen;
+pub mod netns;
 pub mod synth;
 
 use nft_backend::trace::Topology;

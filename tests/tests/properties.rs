@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use netfence_tests::gen::{self, flows, l4_strategy, Cluster};
+use netfence_tests::gen::{self, apply, flows, l4_strategy, op_strategy, Cluster};
 use policy_compiler::eval::{decide_cluster, SideVerdict};
 use policy_compiler::model::{Direction, ObjectKey};
-use policy_compiler::{compile_all, lower, reference, Compiler, Ruleset, Snapshot};
+use policy_compiler::{compile_all, lower, reference, Compiler, Ruleset};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
@@ -31,77 +31,6 @@ proptest! {
             let compiled = decide_cluster(&rulesets, &flow);
             let oracle = reference::allows(&snap, &flow);
             prop_assert_eq!(compiled.allowed(), oracle, "{} decided {:?}", flow, compiled);
-        }
-    }
-}
-
-/// One change to a cluster.
-#[derive(Clone, Debug)]
-enum Op {
-    ApplyPod(usize),
-    DeletePod(usize),
-    ApplyPolicy(usize),
-    DeletePolicy(usize),
-    ApplyNamespace(usize),
-    DeleteNamespace(usize),
-}
-
-fn op_strategy() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        4 => (0..64usize).prop_map(Op::ApplyPod),
-        2 => (0..64usize).prop_map(Op::DeletePod),
-        3 => (0..64usize).prop_map(Op::ApplyPolicy),
-        1 => (0..64usize).prop_map(Op::DeletePolicy),
-        1 => (0..64usize).prop_map(Op::ApplyNamespace),
-        1 => (0..64usize).prop_map(Op::DeleteNamespace),
-    ]
-}
-
-/// Applies `op`, drawing objects from `next`, to the compiler and to a mirror snapshot.
-fn apply(op: &Op, next: &Snapshot, mirror: &mut Snapshot, compiler: &mut Compiler) {
-    fn nth<K: Clone, V: Clone>(map: &BTreeMap<K, V>, i: usize) -> Option<(K, V)> {
-        if map.is_empty() {
-            None
-        } else {
-            map.iter().nth(i % map.len()).map(|(k, v)| (k.clone(), v.clone()))
-        }
-    }
-    match op {
-        Op::ApplyPod(i) => {
-            if let Some((key, pod)) = nth(&next.pods, *i) {
-                mirror.pods.insert(key, pod.clone());
-                compiler.apply_pod(pod);
-            }
-        }
-        Op::DeletePod(i) => {
-            if let Some((key, _)) = nth(&mirror.pods, *i) {
-                mirror.pods.remove(&key);
-                compiler.delete_pod(&key);
-            }
-        }
-        Op::ApplyPolicy(i) => {
-            if let Some((key, policy)) = nth(&next.policies, *i) {
-                mirror.policies.insert(key, policy.clone());
-                compiler.apply_policy(policy);
-            }
-        }
-        Op::DeletePolicy(i) => {
-            if let Some((key, _)) = nth(&mirror.policies, *i) {
-                mirror.policies.remove(&key);
-                compiler.delete_policy(&key);
-            }
-        }
-        Op::ApplyNamespace(i) => {
-            if let Some((name, ns)) = nth(&next.namespaces, *i) {
-                mirror.namespaces.insert(name, ns.clone());
-                compiler.apply_namespace(ns);
-            }
-        }
-        Op::DeleteNamespace(i) => {
-            if let Some((name, _)) = nth(&mirror.namespaces, *i) {
-                mirror.namespaces.remove(&name);
-                compiler.delete_namespace(&name);
-            }
         }
     }
 }

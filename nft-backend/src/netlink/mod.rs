@@ -205,7 +205,10 @@ pub fn apply_diff(old: &Table, new: &Table) -> Result<ApplyReport, NetlinkError>
 pub fn verify(table: &Table) -> Result<(), NetlinkError> {
     let want = expected(table)?;
     match read()? {
-        None => Err(NetlinkError::Mismatch(format!("table inet {} is missing", crate::TABLE))),
+        None => Err(NetlinkError::Mismatch(format!(
+            "table inet {} is missing",
+            crate::TABLE
+        ))),
         Some(got) if got == want => Ok(()),
         Some(got) => Err(NetlinkError::Mismatch(want.differences(&got).join("; "))),
     }

@@ -42,11 +42,21 @@ impl Listing {
         for (name, c) in &self.chains {
             match other.chains.get(name) {
                 None => out.push(format!("chain {name} missing")),
-                Some(o) if o != c => out.push(format!("chain {name} differs ({} rules, {} expected)", o.rules.len(), c.rules.len())),
+                Some(o) if o != c => out.push(format!(
+                    "chain {name} differs ({} rules, {} expected)",
+                    o.rules.len(),
+                    c.rules.len()
+                )),
                 Some(_) => {}
             }
         }
-        out.extend(other.chains.keys().filter(|n| !self.chains.contains_key(*n)).map(|n| format!("chain {n} unexpected")));
+        out.extend(
+            other
+                .chains
+                .keys()
+                .filter(|n| !self.chains.contains_key(*n))
+                .map(|n| format!("chain {n} unexpected")),
+        );
         for (name, s) in &self.sets {
             match other.sets.get(name) {
                 None => out.push(format!("set {name} missing")),
@@ -58,7 +68,13 @@ impl Listing {
                 Some(_) => {}
             }
         }
-        out.extend(other.sets.keys().filter(|n| !self.sets.contains_key(*n)).map(|n| format!("set {n} unexpected")));
+        out.extend(
+            other
+                .sets
+                .keys()
+                .filter(|n| !self.sets.contains_key(*n))
+                .map(|n| format!("set {n} unexpected")),
+        );
         out
     }
 }
@@ -69,18 +85,31 @@ pub fn expected(table: &Table) -> Result<Listing, NetlinkError> {
     for chain in &table.chains {
         listing.chains.insert(
             chain.name.clone(),
-            ChainListing { comment: Some(chain.comment.clone()), rules: chain.rules.iter().map(|r| r.comment.clone()).collect() },
+            ChainListing {
+                comment: Some(chain.comment.clone()),
+                rules: chain.rules.iter().map(|r| r.comment.clone()).collect(),
+            },
         );
     }
     for set in &table.sets {
         let elements = elements_of(set)?
             .into_iter()
             .map(|e| {
-                let flags = if e.interval_end { libc::NFT_SET_ELEM_INTERVAL_END as u32 } else { 0 };
+                let flags = if e.interval_end {
+                    libc::NFT_SET_ELEM_INTERVAL_END as u32
+                } else {
+                    0
+                };
                 (e.key, flags, e.jump.map(|c| c.to_string_lossy().into_owned()))
             })
             .collect();
-        listing.sets.insert(set.name.clone(), SetListing { comment: Some(set.comment.clone()), elements });
+        listing.sets.insert(
+            set.name.clone(),
+            SetListing {
+                comment: Some(set.comment.clone()),
+                elements,
+            },
+        );
     }
     Ok(listing)
 }
@@ -134,31 +163,46 @@ fn on_message(nlh: &libc::nlmsghdr, dump: &mut Dump) -> libc::c_int {
             Dump::Chains(out) => {
                 let c = sys::nftnl_chain_alloc();
                 if sys::nftnl_chain_nlmsg_parse(nlh, c) >= 0 {
-                    let name = owned_str(sys::nftnl_chain_get_str(c, sys::NFTNL_CHAIN_NAME as u16)).unwrap_or_default();
+                    let table = owned_str(sys::nftnl_chain_get_str(c, sys::NFTNL_CHAIN_TABLE as u16));
+                    let name = owned_str(sys::nftnl_chain_get_str(c, sys::NFTNL_CHAIN_NAME as u16))
+                        .unwrap_or_default();
                     let mut len = 0u32;
                     let data = sys::nftnl_chain_get_data(c, sys::NFTNL_CHAIN_USERDATA as u16, &mut len);
                     let comment = udata_str(&owned_bytes(data, len), sys::NFTNL_UDATA_CHAIN_COMMENT as u8);
-                    out.push((name, comment));
+                    if table.as_deref() == Some(TABLE) {
+                        out.push((name, comment));
+                    }
                 }
                 sys::nftnl_chain_free(c);
             }
             Dump::Sets(out) => {
                 let s = sys::nftnl_set_alloc();
                 if sys::nftnl_set_nlmsg_parse(nlh, s) >= 0 {
-                    let name = owned_str(sys::nftnl_set_get_str(s, sys::NFTNL_SET_NAME as u16)).unwrap_or_default();
+                    let table = owned_str(sys::nftnl_set_get_str(s, sys::NFTNL_SET_TABLE as u16));
+                    let name =
+                        owned_str(sys::nftnl_set_get_str(s, sys::NFTNL_SET_NAME as u16)).unwrap_or_default();
                     let mut len = 0u32;
                     let data = sys::nftnl_set_get_data(s, sys::NFTNL_SET_USERDATA as u16, &mut len);
-                    out.push((name, udata_str(&owned_bytes(data, len), UDATA_SET_COMMENT)));
+                    if table.as_deref() == Some(TABLE) {
+                        out.push((name, udata_str(&owned_bytes(data, len), UDATA_SET_COMMENT)));
+                    }
                 }
                 sys::nftnl_set_free(s);
             }
             Dump::Rules(out) => {
                 let r = sys::nftnl_rule_alloc();
                 if sys::nftnl_rule_nlmsg_parse(nlh, r) >= 0 {
-                    let chain = owned_str(sys::nftnl_rule_get_str(r, sys::NFTNL_RULE_CHAIN as u16)).unwrap_or_default();
+                    let table = owned_str(sys::nftnl_rule_get_str(r, sys::NFTNL_RULE_TABLE as u16));
+                    let chain = owned_str(sys::nftnl_rule_get_str(r, sys::NFTNL_RULE_CHAIN as u16))
+                        .unwrap_or_default();
                     let mut len = 0u32;
                     let data = sys::nftnl_rule_get_data(r, sys::NFTNL_RULE_USERDATA as u16, &mut len);
-                    out.push((chain, udata_str(&owned_bytes(data, len), sys::NFTNL_UDATA_RULE_COMMENT as u8)));
+                    if table.as_deref() == Some(TABLE) {
+                        out.push((
+                            chain,
+                            udata_str(&owned_bytes(data, len), sys::NFTNL_UDATA_RULE_COMMENT as u8),
+                        ));
+                    }
                 }
                 sys::nftnl_rule_free(r);
             }
@@ -169,7 +213,10 @@ fn on_message(nlh: &libc::nlmsghdr, dump: &mut Dump) -> libc::c_int {
                     let mut e = sys::nftnl_set_elems_iter_next(iter);
                     while !e.is_null() {
                         let mut len = 0u32;
-                        let key = owned_bytes(sys::nftnl_set_elem_get(e, sys::NFTNL_SET_ELEM_KEY as u16, &mut len), len);
+                        let key = owned_bytes(
+                            sys::nftnl_set_elem_get(e, sys::NFTNL_SET_ELEM_KEY as u16, &mut len),
+                            len,
+                        );
                         let flags = if sys::nftnl_set_elem_is_set(e, sys::NFTNL_SET_ELEM_FLAGS as u16) {
                             sys::nftnl_set_elem_get_u32(e, sys::NFTNL_SET_ELEM_FLAGS as u16)
                         } else {
@@ -207,7 +254,13 @@ fn dump(kind: i32, set: Option<&str>, out: &mut Dump) -> Result<bool, NetlinkErr
     // after their payload is written.
     let request_len = unsafe {
         let flags = (libc::NLM_F_DUMP | libc::NLM_F_ACK) as u16;
-        let hdr = sys::nftnl_nlmsg_build_hdr(buf.as_mut_ptr().cast::<c_char>(), kind as u16, NFPROTO_INET, flags, seq);
+        let hdr = sys::nftnl_nlmsg_build_hdr(
+            buf.as_mut_ptr().cast::<c_char>(),
+            kind as u16,
+            NFPROTO_INET,
+            flags,
+            seq,
+        );
         match set {
             Some(name) => {
                 let s = sys::nftnl_set_alloc();
@@ -219,7 +272,8 @@ fn dump(kind: i32, set: Option<&str>, out: &mut Dump) -> Result<bool, NetlinkErr
             }
             None => {
                 // NFTA_CHAIN_TABLE, NFTA_SET_TABLE and NFTA_RULE_TABLE share attribute number
-                // 1: a chain holding only the table name filters every dump by table.
+                // 1: a chain holding only the table name asks every dump for our table. Older
+                // kernels ignore it for some dumps, so replies are filtered by table as well.
                 let c = sys::nftnl_chain_alloc();
                 sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_TABLE as u16, table.as_ptr());
                 sys::nftnl_chain_nlmsg_build_payload(hdr, c);
@@ -249,7 +303,13 @@ pub fn read() -> Result<Option<Listing>, NetlinkError> {
     let mut listing = Listing::default();
     if let Dump::Chains(list) = chains {
         for (name, comment) in list {
-            listing.chains.insert(name, ChainListing { comment, rules: Vec::new() });
+            listing.chains.insert(
+                name,
+                ChainListing {
+                    comment,
+                    rules: Vec::new(),
+                },
+            );
         }
     }
     let mut rules = Dump::Rules(Vec::new());

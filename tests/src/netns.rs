@@ -82,3 +82,34 @@ impl Drop for Netns {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
     }
 }
+
+/// `nft -j list table inet netfence` in a namespace, normalised for comparison: no handles
+/// (they count objects, not meaning), objects sorted, rules kept in order within their chain
+/// (the order objects were created in is history, the order of rules is meaning).
+pub fn normalized_listing(ns: &Netns) -> serde_json::Value {
+    use serde_json::Value;
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.remove("handle");
+                map.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v: Value =
+        serde_json::from_str(&ns.ok("nft", &["-j", "list", "table", "inet", "netfence"])).expect("nft JSON");
+    strip(&mut v);
+    let items = v
+        .get_mut("nftables")
+        .and_then(Value::as_array_mut)
+        .map(std::mem::take)
+        .unwrap_or_default();
+    let (mut rules, mut others): (Vec<Value>, Vec<Value>) =
+        items.into_iter().partition(|i| i.get("rule").is_some());
+    others.sort_by_key(|i| i.to_string());
+    rules.sort_by_key(|r| r["rule"]["chain"].as_str().unwrap_or_default().to_string());
+    others.extend(rules);
+    Value::Array(others)
+}
