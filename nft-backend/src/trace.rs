@@ -134,6 +134,10 @@ pub struct Topology {
 /// the source pod's node, the forward hook of the destination pod's node, and the input hook of
 /// a destination node.
 pub fn decide_cluster(tables: &BTreeMap<String, Table>, topology: &Topology, flow: &Flow) -> bool {
+    // Traffic to one's own address is loopback: it crosses no node's hooks.
+    if flow.src == flow.dst {
+        return true;
+    }
     let p = Packet {
         flow: *flow,
         established: false,

@@ -20,6 +20,8 @@ pub enum SideVerdict {
     FromNode,
     /// ICMPv6 neighbour discovery (SPEC 2.16).
     NeighbourDiscovery,
+    /// Traffic to one's own address, which never leaves the pod.
+    Loopback,
     /// Allowed by rule `index` of `policy`.
     Allowed { policy: ObjectKey, index: usize },
     /// Isolated and no rule allows it.
@@ -65,6 +67,12 @@ pub fn decide(src_node: Option<&Ruleset>, dst_node: Option<&Ruleset>, flow: &Flo
         return Decision {
             egress: SideVerdict::NeighbourDiscovery,
             ingress: SideVerdict::NeighbourDiscovery,
+        };
+    }
+    if flow.src == flow.dst {
+        return Decision {
+            egress: SideVerdict::Loopback,
+            ingress: SideVerdict::Loopback,
         };
     }
     Decision {

@@ -160,12 +160,25 @@ fn plan_messages(plan: &Plan) -> Result<Vec<Message>, NetlinkError> {
     Ok(out)
 }
 
+/// An upper bound on one message's size: 256 elements of the largest key, or one rule.
+const MESSAGE_BOUND: u32 = 16 * 1024;
+
 fn transact(messages: &[Message]) -> Result<(), NetlinkError> {
-    let mut batch = Batch::new();
+    // The whole batch must go out in one send: the kernel reads one send as one transaction,
+    // and a batch split over pages would reach it as several. So one page holds it all.
+    let n = u32::try_from(messages.len() + 2).unwrap_or(u32::MAX);
+    let page = n.saturating_mul(MESSAGE_BOUND).min(u32::MAX / 2);
+    let mut batch = Batch::with_page_size(page);
     for m in messages {
         batch.add(m, MsgType::Add);
     }
-    send(&batch.finalize(), messages)
+    let batch = batch.finalize();
+    if batch.iter().count() != 1 {
+        return Err(NetlinkError::Send(io::Error::other(
+            "the batch did not fit one buffer",
+        )));
+    }
+    send(&batch, messages)
 }
 
 /// Replaces `table inet netfence` with `table` in one transaction.
@@ -219,16 +232,50 @@ pub fn delete_table() -> Result<(), NetlinkError> {
     transact(&[Message::table(false), Message::table(true)])
 }
 
+/// Sizes the socket's buffers for one batch: the whole batch goes out in one send (one
+/// transaction), and every message's acknowledgement must fit before it is read. The kernel's
+/// defaults are far too small for a batch of thousands of messages (ENOBUFS).
+fn size_buffers(socket: &mnl::Socket, batch_bytes: usize, n_acks: usize) -> io::Result<()> {
+    // An acknowledgement costs about a kilobyte of receive buffer in the kernel's accounting.
+    let rcv = (n_acks * 1024).max(1 << 20);
+    let snd = (batch_bytes * 2).max(1 << 20);
+    // SAFETY: the descriptor belongs to the live socket; the option values are plain ints that
+    // outlive the calls.
+    unsafe {
+        let fd = mnl::mnl_sys::mnl_socket_get_fd(socket.as_raw_socket());
+        for (option, size) in [(libc::SO_RCVBUFFORCE, rcv), (libc::SO_SNDBUFFORCE, snd)] {
+            let value = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+            let ret = libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&value as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            );
+            if ret != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
 fn send(batch: &FinalizedBatch, messages: &[Message]) -> Result<(), NetlinkError> {
     let socket = mnl::Socket::new(mnl::Bus::Netfilter).map_err(NetlinkError::Socket)?;
     let portid = socket.portid();
+    let batch_bytes: usize = batch.iter().map(<[u8]>::len).sum();
+    size_buffers(&socket, batch_bytes, messages.len() + 2).map_err(NetlinkError::Socket)?;
     socket.send_all(batch).map_err(NetlinkError::Send)?;
-    let mut buffer = vec![0u8; nftnl::nft_nlmsg_maxsize() as usize];
+    // An aligned buffer, as libmnl requires for the headers it reads.
+    let mut words = vec![0u64; nftnl::nft_nlmsg_maxsize() as usize / 8];
+    let len = words.len() * 8;
+    // SAFETY: a u64 buffer viewed as bytes: same memory, stricter alignment, exclusive borrow.
+    let buffer = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) };
     let seqs = batch.sequence_numbers();
     let first = seqs.start;
     let mut expected = seqs;
     while !expected.is_empty() {
-        let received = socket.recv(&mut buffer[..]).map_err(NetlinkError::Receive)?;
+        let received = socket.recv(buffer).map_err(NetlinkError::Receive)?;
         for message in received {
             let message = message.map_err(NetlinkError::Receive)?;
             // The header's sequence number says which message the kernel answers.
