@@ -71,9 +71,24 @@ fn with_kind(set: &Set, kind: SetKind) -> Set {
     Set { kind, ..set.clone() }
 }
 
+/// The elements of `a` that `b` lacks. `build` emits every element list sorted, so this is one
+/// linear merge; unsorted input (from elsewhere) takes the slower general path.
 fn minus<T: Ord + Clone>(a: &[T], b: &[T]) -> Vec<T> {
-    let b: BTreeSet<&T> = b.iter().collect();
-    a.iter().filter(|x| !b.contains(x)).cloned().collect()
+    if !(a.is_sorted() && b.is_sorted()) {
+        let b: BTreeSet<&T> = b.iter().collect();
+        return a.iter().filter(|x| !b.contains(x)).cloned().collect();
+    }
+    let mut out = Vec::new();
+    let mut j = 0;
+    for x in a {
+        while j < b.len() && b[j] < *x {
+            j += 1;
+        }
+        if j >= b.len() || b[j] != *x {
+            out.push(x.clone());
+        }
+    }
+    out
 }
 
 /// Element changes between two versions of one set: `(removed, added)`, or `None` when the set

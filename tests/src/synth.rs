@@ -254,3 +254,42 @@ pub fn cluster(n_pods: usize, n_policies: usize) -> Snapshot {
         nodes,
     }
 }
+
+/// A cluster whose node `node-0` holds `n_local` pods that accept traffic from every pod of the
+/// cluster (one `namespaceSelector: {}` peer) on a named port: its table holds about
+/// `n_pods` set elements. For programming benchmarks, where size is the variable.
+pub fn flat(n_pods: usize, n_local: usize) -> Snapshot {
+    let mut snap = cluster(n_pods, 0);
+    let local_ns = "ns-0";
+    for (i, pod) in snap.pods.values_mut().enumerate() {
+        pod.node = if i < n_local {
+            node_name(0)
+        } else {
+            node_name(1 + i % 50)
+        };
+        if i < n_local {
+            pod.key.namespace = local_ns.to_string();
+        }
+    }
+    snap.pods = snap.pods.into_values().map(|p| (p.key.clone(), p)).collect();
+    let policy = Policy {
+        key: ObjectKey::new(local_ns, "from-everyone-on-http"),
+        pod_selector: Selector::everything(),
+        directions: Directions {
+            ingress: true,
+            egress: false,
+        },
+        body: PolicyBody::Valid {
+            ingress: vec![Rule {
+                peers: Some(vec![Peer::Pods {
+                    namespaces: NamespaceScope::Selected(Selector::everything()),
+                    pods: Selector::everything(),
+                }]),
+                ports: ports(&[(Protocol::Tcp, PortMatch::Named("http".into()))]),
+            }],
+            egress: vec![],
+        },
+    };
+    snap.policies.insert(policy.key.clone(), policy);
+    snap
+}

@@ -160,8 +160,9 @@ fn plan_messages(plan: &Plan) -> Result<Vec<Message>, NetlinkError> {
     Ok(out)
 }
 
-/// An upper bound on one message's size: 256 elements of the largest key, or one rule.
-const MESSAGE_BOUND: u32 = 16 * 1024;
+/// An upper bound on one message's size: 512 elements of the largest kind (a map element
+/// with a chain name, under 100 bytes), or one rule.
+const MESSAGE_BOUND: u32 = 64 * 1024;
 
 fn transact(messages: &[Message]) -> Result<(), NetlinkError> {
     // The whole batch must go out in one send: the kernel reads one send as one transaction,

@@ -14,7 +14,7 @@ use crate::TABLE;
 
 pub(super) const NFPROTO_INET: u16 = libc::NFPROTO_INET as u16;
 /// Elements per NEWSETELEM message: keeps every message far below the netlink size limit.
-pub(super) const ELEMENTS_PER_MESSAGE: usize = 256;
+pub(super) const ELEMENTS_PER_MESSAGE: usize = 512;
 
 // nft's datatype numbers, as it stores them in set key types.
 pub(super) const TYPE_IPADDR: u32 = 7;

@@ -1,0 +1,171 @@
+//! Programming benchmark (needs root): how long it takes to put a table of 1k, 10k and 100k set
+//! elements into the kernel, by one netlink transaction and by `nft -f` of the rendered script
+//! (the way kube-proxy's nftables mode programs), with the kernel's share (system time); and how
+//! long an incremental change of one pod takes at 100k elements, from the compiler's update to
+//! the acknowledged transaction.
+//!
+//! Run: `cargo bench -p netfence-cli --bench programming`.
+
+use std::time::{Duration, Instant};
+
+use netfence_cli::sandbox::lab::in_netns;
+use netfence_tests::netns::{require_root_and_nft, Netns};
+use netfence_tests::synth;
+use nft_backend::{build::build, netlink, render::render};
+use nix::sys::resource::{getrusage, UsageWho};
+use policy_compiler::Compiler;
+
+const RUNS: usize = 5;
+
+fn secs(tv: nix::sys::time::TimeVal) -> f64 {
+    tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("numbers"));
+    v[v.len() / 2]
+}
+
+fn ms(s: f64) -> f64 {
+    s * 1e3
+}
+
+/// (wall, system) seconds of one netlink full apply, in the namespace.
+fn netlink_full(ns: &Netns, table: &nft_backend::nft::Table) -> (f64, f64) {
+    let table = table.clone();
+    in_netns(&ns.name, move || {
+        let before = getrusage(UsageWho::RUSAGE_THREAD).expect("rusage");
+        let start = Instant::now();
+        netlink::apply_full(&table).expect("netlink apply");
+        let wall = start.elapsed().as_secs_f64();
+        let after = getrusage(UsageWho::RUSAGE_THREAD).expect("rusage");
+        (wall, secs(after.system_time()) - secs(before.system_time()))
+    })
+    .expect("namespace")
+}
+
+/// (wall, system) seconds of `nft -f` of the script, children's system time included.
+fn nft_file(ns: &Netns, path: &str) -> (f64, f64) {
+    let before = getrusage(UsageWho::RUSAGE_CHILDREN).expect("rusage");
+    let start = Instant::now();
+    ns.ok("nft", &["-f", path]);
+    let wall = start.elapsed().as_secs_f64();
+    let after = getrusage(UsageWho::RUSAGE_CHILDREN).expect("rusage");
+    (wall, secs(after.system_time()) - secs(before.system_time()))
+}
+
+fn main() {
+    require_root_and_nft();
+    let ns = Netns::new("bench");
+    println!("Full programming, median of {RUNS} runs; times in ms.");
+    println!("| set elements | netlink wall | netlink system | nft -f wall | nft -f system | netlink / nft -f | kernel share of netlink |");
+    println!("|---|---|---|---|---|---|---|");
+    for n_pods in [1_000usize, 10_000, 100_000] {
+        let snap = synth::flat(n_pods, 100);
+        let table = build(&policy_compiler::compile(&snap, &synth::node_name(0)).0);
+        let path = std::env::temp_dir().join(format!("netfence-bench-{}-{n_pods}.nft", std::process::id()));
+        std::fs::write(&path, render(&table)).expect("script written");
+        let path = path.to_str().expect("utf-8 path").to_string();
+        let (mut nl, mut nl_sys, mut nf, mut nf_sys) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..RUNS {
+            let (w, s) = netlink_full(&ns, &table);
+            nl.push(w);
+            nl_sys.push(s);
+            let (w, s) = nft_file(&ns, &path);
+            nf.push(w);
+            nf_sys.push(s);
+        }
+        std::fs::remove_file(&path).expect("script removed");
+        let (nl, nl_sys, nf, nf_sys) = (median(nl), median(nl_sys), median(nf), median(nf_sys));
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} |",
+            table.n_elements(),
+            ms(nl),
+            ms(nl_sys),
+            ms(nf),
+            ms(nf_sys),
+            nl / nf,
+            nl_sys / nl
+        );
+    }
+
+    // One pod added, relabelled, deleted, on a table of about 100k elements: the compiler's
+    // update, the table built from the IR, the difference, and the acknowledged transaction.
+    let node = synth::node_name(0);
+    let mut snap = synth::flat(100_000, 100);
+    // Relabelled pods move to another allow-set: the ones `app=moved` selects.
+    let moved = policy_compiler::model::Policy {
+        key: policy_compiler::ObjectKey::new("ns-0", "moved-pods"),
+        pod_selector: policy_compiler::selector::Selector::parse([("app", "moved")], []).expect("selector"),
+        directions: policy_compiler::model::Directions {
+            ingress: true,
+            egress: true,
+        },
+        body: policy_compiler::model::PolicyBody::Valid {
+            ingress: vec![],
+            egress: vec![],
+        },
+    };
+    snap.policies.insert(moved.key.clone(), moved);
+    let mut compiler = Compiler::new(&node, snap.clone());
+    let mut applied = build(compiler.ruleset());
+    let table = applied.clone();
+    in_netns(&ns.name, move || netlink::apply_full(&table).map(|_| ()))
+        .expect("ns")
+        .expect("apply");
+    let n_elements = applied.n_elements();
+    let mut rows: Vec<(&str, Vec<f64>, Vec<f64>)> = vec![
+        ("add", vec![], vec![]),
+        ("relabel", vec![], vec![]),
+        ("delete", vec![], vec![]),
+    ];
+    for round in 0..21 {
+        let i = 200 + round * 997;
+        let mut pod = synth::pod(i, 100_000, 0);
+        pod.node = synth::node_name(0);
+        pod.key.namespace = "ns-0".to_string();
+        pod.key.name = format!("bench-{round}");
+        pod.ips = vec![std::net::Ipv4Addr::new(100, 64, (round / 200) as u8, (round % 200) as u8 + 1).into()];
+        let mut relabelled = pod.clone();
+        relabelled.labels.insert("app".to_string(), "moved".to_string());
+        let key = pod.key.clone();
+        let changes: [Box<dyn Fn(&mut Compiler)>; 3] = [
+            Box::new(move |c: &mut Compiler| c.apply_pod(pod.clone())),
+            Box::new(move |c: &mut Compiler| c.apply_pod(relabelled.clone())),
+            Box::new(move |c: &mut Compiler| c.delete_pod(&key)),
+        ];
+        for (row, change) in rows.iter_mut().zip(changes) {
+            let start = Instant::now();
+            change(&mut compiler);
+            let new = build(compiler.ruleset());
+            let old = std::mem::replace(&mut applied, new.clone());
+            let (send, report) = in_netns(&ns.name, move || {
+                let t = Instant::now();
+                let r = netlink::apply_diff(&old, &new).expect("diff apply");
+                (t.elapsed(), r)
+            })
+            .expect("ns");
+            let total: Duration = start.elapsed();
+            assert!(report.n_messages > 0, "the change reached the kernel");
+            row.1.push(total.as_secs_f64());
+            row.2.push(send.as_secs_f64());
+        }
+    }
+    println!();
+    println!(
+        "Incremental change of one local pod at {n_elements} elements, median and max of 21; times in ms."
+    );
+    println!("| change | update to acknowledged, median | max | of which diff and transaction, median | ratio of median to the 2 ms goal |");
+    println!("|---|---|---|---|---|");
+    for (name, total, send) in rows {
+        let max = total.iter().cloned().fold(0.0, f64::max);
+        let med = median(total);
+        println!(
+            "| {name} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            ms(med),
+            ms(max),
+            ms(median(send)),
+            ms(med) / 2.0
+        );
+    }
+}
