@@ -17,6 +17,9 @@ use policy_compiler::Compiler;
 
 const RUNS: usize = 5;
 
+/// One change to the cluster, applied to the compiler.
+type Change = Box<dyn Fn(&mut Compiler)>;
+
 fn secs(tv: nix::sys::time::TimeVal) -> f64 {
     tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6
 }
@@ -129,7 +132,7 @@ fn main() {
         let mut relabelled = pod.clone();
         relabelled.labels.insert("app".to_string(), "moved".to_string());
         let key = pod.key.clone();
-        let changes: [Box<dyn Fn(&mut Compiler)>; 3] = [
+        let changes: [Change; 3] = [
             Box::new(move |c: &mut Compiler| c.apply_pod(pod.clone())),
             Box::new(move |c: &mut Compiler| c.apply_pod(relabelled.clone())),
             Box::new(move |c: &mut Compiler| c.delete_pod(&key)),
