@@ -113,3 +113,17 @@ pub fn normalized_listing(ns: &Netns) -> serde_json::Value {
     others.extend(rules);
     Value::Array(others)
 }
+
+/// Runs a command in the current namespace; panics with its stderr when it fails.
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
