@@ -237,7 +237,7 @@ fn run_apply(args: &ApplyArgs) -> ExitCode {
             Ok(current) => current,
             Err(e) => {
                 eprintln!("netfence: error: {e}");
-                return ExitCode::from(1);
+                return netlink_exit(&e);
             }
         }
     };
@@ -268,9 +268,18 @@ fn run_apply(args: &ApplyArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("netfence: error: {e}");
-            ExitCode::from(1)
+            netlink_exit(&e)
         }
     }
+}
+
+/// Exit 2 when the environment forbids the work (a usage problem), 1 when the kernel refused.
+fn netlink_exit(e: &netlink::NetlinkError) -> ExitCode {
+    ExitCode::from(if matches!(e, netlink::NetlinkError::Permission) {
+        2
+    } else {
+        1
+    })
 }
 
 /// What applying `want` changes in the kernel's table, one line per set or chain.
@@ -342,7 +351,7 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("netfence: error: {e}");
-                ExitCode::from(1)
+                netlink_exit(&e)
             }
         },
     }

@@ -86,6 +86,23 @@ fn other_tables_are_never_touched() {
         );
     }
     assert!(ns.ok("nft", &["list", "tables"]).contains("table inet netfence"));
+    // The same input again changes nothing, and says so; a dry run sends nothing.
+    let again = ns.ok(NETFENCE, &["apply", demo.to_str().unwrap(), "--node", "node-1"]);
+    assert!(again.contains("already in place, nothing changed"), "{again}");
+    let listed = ns.ok("nft", &["list", "table", "inet", "netfence"]);
+    let dry = ns.ok(
+        NETFENCE,
+        &["apply", demo.to_str().unwrap(), "--node", "node-2", "--dry-run"],
+    );
+    assert!(
+        dry.starts_with("dry run, nothing sent") && dry.contains("would change:"),
+        "{dry}"
+    );
+    assert_eq!(
+        ns.ok("nft", &["list", "table", "inet", "netfence"]),
+        listed,
+        "a dry run changes nothing"
+    );
     assert_eq!(ns.ok(NETFENCE, &["remove"]).trim(), "removed table inet netfence");
     let tables = ns.ok("nft", &["list", "tables"]);
     assert!(!tables.contains("netfence"), "{tables}");

@@ -126,3 +126,42 @@ fn other_kinds_are_skipped_with_a_warning() {
     assert!(stdout.contains("a/p"), "{stdout}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn apply_without_cap_net_admin_says_so() {
+    let demo = fixtures().join("demo");
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_netfence"))
+        .args(["apply", demo.to_str().unwrap(), "--node", "node-1"])
+        .output()
+        .expect("setpriv (util-linux) runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("CAP_NET_ADMIN"), "{stderr}");
+    assert!(out.stdout.is_empty());
+    // Without privileges a dry run still works: it compiles and shows what it would send.
+    let dry = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_netfence"))
+        .args(["apply", demo.to_str().unwrap(), "--node", "node-1", "--dry-run"])
+        .output()
+        .expect("setpriv runs");
+    assert_eq!(
+        dry.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert!(String::from_utf8_lossy(&dry.stdout).starts_with("dry run, nothing sent"));
+}

@@ -30,6 +30,8 @@ pub use read::{expected, read, ChainListing, ElementListing, Listing, SetListing
 pub enum NetlinkError {
     #[error("netlink: cannot open a netfilter socket (netfence needs CAP_NET_ADMIN): {0}")]
     Socket(#[source] io::Error),
+    #[error("netlink: not permitted: programming nftables needs CAP_NET_ADMIN (run as root, or grant the capability); `netfence matrix` and `netfence compile` work without it")]
+    Permission,
     #[error("netlink: sending the batch failed: {0}")]
     Send(#[source] io::Error),
     #[error("netlink: the kernel refused {object}: {source}; the transaction was not applied")]
@@ -57,7 +59,10 @@ impl NetlinkError {
                     Some(libc::EBUSY) | Some(libc::EAGAIN) | Some(libc::ENOBUFS)
                 )
             }
-            NetlinkError::Socket(_) | NetlinkError::Name(_) | NetlinkError::Mismatch(_) => false,
+            NetlinkError::Socket(_)
+            | NetlinkError::Name(_)
+            | NetlinkError::Mismatch(_)
+            | NetlinkError::Permission => false,
         }
     }
 }
@@ -284,6 +289,9 @@ fn send(batch: &FinalizedBatch, messages: &[Message]) -> Result<(), NetlinkError
                 .get(8..12)
                 .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
             if let Err(source) = mnl::cb_run(message, seq, portid) {
+                if source.raw_os_error() == Some(libc::EPERM) {
+                    return Err(NetlinkError::Permission);
+                }
                 // The kernel aborts the whole batch at the first error; report that message.
                 // The batch's begin message holds the first sequence number.
                 let object = seq

@@ -289,6 +289,7 @@ fn dump(kind: i32, set: Option<&str>, out: &mut Dump) -> Result<bool, NetlinkErr
             Ok(mnl::CbResult::Stop) => return Ok(true),
             Ok(mnl::CbResult::Ok) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => return Err(NetlinkError::Permission),
             Err(e) => return Err(NetlinkError::Receive(e)),
         }
     }
