@@ -301,6 +301,10 @@ pub fn read() -> Result<Option<Listing>, NetlinkError> {
     if !dump(libc::NFT_MSG_GETCHAIN, None, &mut chains)? {
         return Ok(None);
     }
+    // Our table always has its base chains; a dump without any means there is no table.
+    if matches!(&chains, Dump::Chains(list) if list.is_empty()) {
+        return Ok(None);
+    }
     let mut listing = Listing::default();
     if let Dump::Chains(list) = chains {
         for (name, comment) in list {
