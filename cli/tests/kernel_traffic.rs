@@ -199,3 +199,50 @@ fn large_updates_never_open_a_window() {
         "denied connections that got through during 100 applies"
     );
 }
+
+#[test]
+fn policy_sees_the_pod_behind_a_service_address() {
+    require_root_and_nft();
+    let snap = demo();
+    let lab = Lab::build(&snap, &prefix("s")).expect("lab builds");
+    lab.program(&snap).expect("nodes programmed");
+    let backend = lab.pod("shop/backend").expect("backend").clone();
+    let mut servers = Servers::new();
+    servers.listen(&backend.netns, backend.addr, PORT).unwrap();
+    // A stand-in for kube-proxy on every node: ClusterIP 10.96.0.10 port 80 to the backend pod.
+    let cluster_ip = Ipv4Addr::new(10, 96, 0, 10);
+    let script = format!(
+        "table ip kube-proxy-standin {{\n\tchain services {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tip daddr {cluster_ip} tcp dport {PORT} dnat to {}:{PORT}\n\t}}\n}}\n",
+        backend.addr
+    );
+    let path = std::env::temp_dir().join(format!("netfence-svc-{}.nft", std::process::id()));
+    std::fs::write(&path, script).unwrap();
+    for (ns, _) in lab.nodes.values() {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "nft", "-f"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    std::fs::remove_file(&path).unwrap();
+    // Policy is written for the pod: the frontend may reach the backend, the database may not,
+    // through the service address as directly.
+    for (client, allowed) in [
+        ("shop/frontend", true),
+        ("monitoring/prometheus", true),
+        ("shop/db", false),
+    ] {
+        let pod = lab.pod(client).expect("client").clone();
+        assert_eq!(
+            tcp_connects(&pod.netns, cluster_ip, PORT, TIMEOUT).unwrap(),
+            allowed,
+            "{client} via the service"
+        );
+        assert_eq!(
+            tcp_connects(&pod.netns, backend.addr, PORT, TIMEOUT).unwrap(),
+            allowed,
+            "{client} directly"
+        );
+    }
+}
