@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1 as k8s_core;
 use k8s_openapi::api::networking::v1 as k8s_net;
 use policy_compiler::{lower, Diagnostic, Snapshot};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
 
 /// What was read: the snapshot, the compiler's diagnostics, and notes for stderr (skipped
@@ -18,8 +20,21 @@ use serde_json::Value;
 #[derive(Debug)]
 pub struct Input {
     pub snapshot: Snapshot,
+    /// Problems lowering found in objects it kept or left out (invalid policies among them).
     pub diagnostics: Vec<Diagnostic>,
     pub notes: Vec<String>,
+    /// Where each object was read: `"Kind object"` to `file:line` of its document.
+    pub locations: BTreeMap<String, String>,
+}
+
+impl Input {
+    /// A diagnostic with the place its object was read from, when known.
+    pub fn locate(&self, d: &Diagnostic) -> String {
+        match self.locations.get(&format!("{} {}", d.kind, d.object)) {
+            Some(place) => format!("{place}: {d}"),
+            None => d.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,9 +54,11 @@ pub enum InputError {
     },
     #[error("{path}: {message}")]
     Document { path: String, message: String },
-    #[error("{path}: {kind} {name}: {message}")]
+    #[error("{path}:{line}:{column}: {kind} {name}: {message}")]
     Object {
         path: String,
+        line: usize,
+        column: usize,
         kind: String,
         name: String,
         message: String,
@@ -56,6 +73,51 @@ struct Objects {
     pods: Vec<k8s_core::Pod>,
     policies: Vec<k8s_net::NetworkPolicy>,
     nodes: Vec<k8s_core::Node>,
+    locations: BTreeMap<String, String>,
+}
+
+/// One document being read: its file, text, index among the file's YAML documents (`None` for
+/// JSON) and the line it starts on.
+struct Doc<'a> {
+    path: &'a str,
+    text: &'a str,
+    index: Option<usize>,
+    line: usize,
+}
+
+impl Doc<'_> {
+    /// Where the parser places a type error in this document, by deserialising it again as
+    /// `T` straight from the text (the generic first pass loses positions).
+    fn typed_error<T: DeserializeOwned>(&self) -> Option<(usize, usize, String)> {
+        match self.index {
+            Some(i) => {
+                let doc = serde_yaml_ng::Deserializer::from_str(self.text).nth(i)?;
+                let err = T::deserialize(doc).err()?;
+                let loc = err.location()?;
+                Some((loc.line(), loc.column(), err.to_string()))
+            }
+            None => serde_json::from_str::<T>(self.text)
+                .err()
+                .map(|e| (e.line(), e.column(), e.to_string())),
+        }
+    }
+}
+
+/// The line each YAML document starts on: after each `---` separator, or line 1.
+fn document_lines(text: &str) -> Vec<usize> {
+    let separators: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("---"))
+        .map(|(i, _)| i + 1)
+        .collect();
+    let leading = text
+        .lines()
+        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .is_some_and(|l| l.starts_with("---"));
+    let mut starts: Vec<usize> = if leading { Vec::new() } else { vec![1] };
+    starts.extend(separators.iter().map(|l| l + 1));
+    starts
 }
 
 /// Reads every path (`-` is stdin) and lowers what they hold.
@@ -82,18 +144,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Input, InputError> {
         };
         parse_text(&name, &text, &mut objects, &mut notes)?;
     }
-    assign_addresses(&mut objects.pods, &objects.nodes, &mut notes)?;
-    let (snapshot, diagnostics) = lower::snapshot(
-        &objects.namespaces,
-        &objects.pods,
-        &objects.policies,
-        &objects.nodes,
-    );
-    Ok(Input {
-        snapshot,
-        diagnostics,
-        notes,
-    })
+    finish(objects, notes)
 }
 
 /// Parses one file's text, as JSON when it starts with `{` or `[`, else as YAML documents.
@@ -101,6 +152,11 @@ pub fn load_str(name: &str, text: &str) -> Result<Input, InputError> {
     let mut objects = Objects::default();
     let mut notes = Vec::new();
     parse_text(name, text, &mut objects, &mut notes)?;
+    finish(objects, notes)
+}
+
+/// Addresses what has none, then lowers everything read.
+fn finish(mut objects: Objects, mut notes: Vec<String>) -> Result<Input, InputError> {
     assign_addresses(&mut objects.pods, &objects.nodes, &mut notes)?;
     let (snapshot, diagnostics) = lower::snapshot(
         &objects.namespaces,
@@ -112,6 +168,7 @@ pub fn load_str(name: &str, text: &str) -> Result<Input, InputError> {
         snapshot,
         diagnostics,
         notes,
+        locations: objects.locations,
     })
 }
 
@@ -165,10 +222,21 @@ fn parse_text(
             column: e.column(),
             message: e.to_string(),
         })?;
-        return add_value(path, value, objects, notes);
+        return add_value(
+            &Doc {
+                path,
+                text,
+                index: None,
+                line: 1,
+            },
+            value,
+            objects,
+            notes,
+        );
     }
-    for document in serde_yaml_ng::Deserializer::from_str(text) {
-        let value: Value = serde::Deserialize::deserialize(document).map_err(|e| match e.location() {
+    let starts = document_lines(text);
+    for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let value: Value = Deserialize::deserialize(document).map_err(|e| match e.location() {
             Some(loc) => InputError::Syntax {
                 path: path.to_string(),
                 line: loc.line(),
@@ -180,13 +248,24 @@ fn parse_text(
                 message: e.to_string(),
             },
         })?;
-        add_value(path, value, objects, notes)?;
+        let line = starts.get(i).copied().unwrap_or(1);
+        add_value(
+            &Doc {
+                path,
+                text,
+                index: Some(i),
+                line,
+            },
+            value,
+            objects,
+            notes,
+        )?;
     }
     Ok(())
 }
 
 fn add_value(
-    path: &str,
+    doc: &Doc,
     value: Value,
     objects: &mut Objects,
     notes: &mut Vec<String>,
@@ -204,23 +283,48 @@ fn add_value(
         .and_then(Value::as_str)
         .unwrap_or("<unnamed>")
         .to_string();
-    let object_err = |message: String| InputError::Object {
-        path: path.to_string(),
+    let namespace = value
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let object = match kind.as_str() {
+        "Pod" | "NetworkPolicy" => format!("{namespace}/{name}"),
+        _ => name.clone(),
+    };
+    let object_err = |(line, column, message): (usize, usize, String)| InputError::Object {
+        path: doc.path.to_string(),
+        line,
+        column,
         kind: kind.clone(),
-        name: name.clone(),
+        name: object.clone(),
         message,
     };
+    // A type error: where the typed parser puts it, or else the document's first line.
+    fn typed<T: DeserializeOwned>(doc: &Doc, value: Value) -> Result<T, (usize, usize, String)> {
+        serde_json::from_value(value)
+            .map_err(|e| doc.typed_error::<T>().unwrap_or((doc.line, 1, e.to_string())))
+    }
+    objects
+        .locations
+        .insert(format!("{kind} {object}"), format!("{}:{}", doc.path, doc.line));
     match kind.as_str() {
         "List" | "NamespaceList" | "PodList" | "NetworkPolicyList" | "NodeList" => {
             let items = match value.get("items") {
                 Some(Value::Array(items)) => items.clone(),
                 Some(Value::Null) | None => Vec::new(),
-                Some(_) => return Err(object_err("items is not a list".to_string())),
+                Some(_) => return Err(object_err((doc.line, 1, "items is not a list".to_string()))),
             };
             let item_kind = kind
                 .strip_suffix("List")
                 .filter(|k| !k.is_empty())
                 .map(str::to_string);
+            // Items have no document of their own: errors point at the list.
+            let list_doc = Doc {
+                path: doc.path,
+                text: doc.text,
+                index: None,
+                line: doc.line,
+            };
             for mut item in items {
                 if let (Some(k), Some(obj)) = (&item_kind, item.as_object_mut()) {
                     obj.entry("kind").or_insert_with(|| Value::String(k.clone()));
@@ -232,29 +336,22 @@ fn add_value(
                     obj.entry("apiVersion")
                         .or_insert_with(|| Value::String(version.to_string()));
                 }
-                add_value(path, item, objects, notes)?;
+                add_value(&list_doc, item, objects, notes)?;
             }
         }
-        "Namespace" => objects
-            .namespaces
-            .push(serde_json::from_value(value).map_err(|e| object_err(e.to_string()))?),
-        "Pod" => objects
-            .pods
-            .push(serde_json::from_value(value).map_err(|e| object_err(e.to_string()))?),
-        "NetworkPolicy" => objects
-            .policies
-            .push(serde_json::from_value(value).map_err(|e| object_err(e.to_string()))?),
-        "Node" => objects
-            .nodes
-            .push(serde_json::from_value(value).map_err(|e| object_err(e.to_string()))?),
+        "Namespace" => objects.namespaces.push(typed(doc, value).map_err(object_err)?),
+        "Pod" => objects.pods.push(typed(doc, value).map_err(object_err)?),
+        "NetworkPolicy" => objects.policies.push(typed(doc, value).map_err(object_err)?),
+        "Node" => objects.nodes.push(typed(doc, value).map_err(object_err)?),
         "" => {
             return Err(InputError::Document {
-                path: path.to_string(),
+                path: format!("{}:{}", doc.path, doc.line),
                 message: format!("object {name:?} has no kind"),
             })
         }
         other => notes.push(format!(
-            "{path}: skipping {other} {name}: netfence does not read this kind"
+            "{}:{}: skipping {other} {name}: netfence does not read this kind",
+            doc.path, doc.line
         )),
     }
     Ok(())

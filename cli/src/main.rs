@@ -17,6 +17,10 @@ use policy_compiler::{compile, compile_all_reporting, Protocol};
     arg_required_else_help = true
 )]
 struct Cli {
+    /// Report invalid objects and go on as the agent does (an invalid policy isolates the pods it
+    /// selects and allows nothing) instead of stopping with exit 2
+    #[arg(long, global = true)]
+    allow_invalid: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -100,14 +104,21 @@ enum EngineArg {
     Reference,
 }
 
-fn load(paths: &[PathBuf]) -> Result<Input, ExitCode> {
+fn load(paths: &[PathBuf], allow_invalid: bool) -> Result<Input, ExitCode> {
     match input::load(paths) {
         Ok(input) => {
             for note in &input.notes {
                 eprintln!("netfence: {note}");
             }
+            if !allow_invalid && !input.diagnostics.is_empty() {
+                for d in &input.diagnostics {
+                    eprintln!("netfence: error: {}", input.locate(d));
+                }
+                eprintln!("netfence: the input has invalid objects; nothing was done (--allow-invalid goes on as the agent would)");
+                return Err(ExitCode::from(2));
+            }
             for d in &input.diagnostics {
-                eprintln!("netfence: warning: {d}");
+                eprintln!("netfence: warning: {}", input.locate(d));
             }
             Ok(input)
         }
@@ -118,8 +129,8 @@ fn load(paths: &[PathBuf]) -> Result<Input, ExitCode> {
     }
 }
 
-fn run_matrix(args: &MatrixArgs) -> ExitCode {
-    let input = match load(&args.paths) {
+fn run_matrix(args: &MatrixArgs, allow_invalid: bool) -> ExitCode {
+    let input = match load(&args.paths, allow_invalid) {
         Ok(input) => input,
         Err(code) => return code,
     };
@@ -170,16 +181,23 @@ fn run_matrix(args: &MatrixArgs) -> ExitCode {
 }
 
 /// Loads the input and compiles one node's table; `None` after printing why.
-fn node_table(paths: &[PathBuf], node: Option<&str>) -> Result<(String, nft_backend::nft::Table), ExitCode> {
-    let input = load(paths)?;
+fn node_table(
+    paths: &[PathBuf],
+    node: Option<&str>,
+    allow_invalid: bool,
+) -> Result<(String, nft_backend::nft::Table), ExitCode> {
+    let input = load(paths, allow_invalid)?;
     let nodes = input.snapshot.node_names();
     let node = match node {
         Some(n) => n.to_string(),
         None => match nodes.first() {
             Some(n) => n.clone(),
             None => {
-                eprintln!("netfence: error: the input has no pods and no nodes to compile for");
-                return Err(ExitCode::from(2));
+                eprintln!(
+                    "netfence: the input names no node; compiling for {}",
+                    policy_compiler::lower::DEFAULT_NODE
+                );
+                policy_compiler::lower::DEFAULT_NODE.to_string()
             }
         },
     };
@@ -193,8 +211,8 @@ fn node_table(paths: &[PathBuf], node: Option<&str>) -> Result<(String, nft_back
     Ok((node, build(&ruleset)))
 }
 
-fn run_compile(args: &CompileArgs) -> ExitCode {
-    let (_, table) = match node_table(&args.paths, args.node.as_deref()) {
+fn run_compile(args: &CompileArgs, allow_invalid: bool) -> ExitCode {
+    let (_, table) = match node_table(&args.paths, args.node.as_deref(), allow_invalid) {
         Ok(t) => t,
         Err(code) => return code,
     };
@@ -211,8 +229,8 @@ fn run_compile(args: &CompileArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run_apply(args: &ApplyArgs) -> ExitCode {
-    let (node, table) = match node_table(&args.paths, Some(&args.node)) {
+fn run_apply(args: &ApplyArgs, allow_invalid: bool) -> ExitCode {
+    let (node, table) = match node_table(&args.paths, Some(&args.node), allow_invalid) {
         Ok(t) => t,
         Err(code) => return code,
     };
@@ -341,9 +359,9 @@ fn main() -> ExitCode {
         }
     };
     match &cli.command {
-        Command::Matrix(args) => run_matrix(args),
-        Command::Compile(args) => run_compile(args),
-        Command::Apply(args) => run_apply(args),
+        Command::Matrix(args) => run_matrix(args, cli.allow_invalid),
+        Command::Compile(args) => run_compile(args, cli.allow_invalid),
+        Command::Apply(args) => run_apply(args, cli.allow_invalid),
         Command::Remove => match netlink::delete_table() {
             Ok(()) => {
                 println!("removed table inet netfence");

@@ -59,6 +59,7 @@ fn check_agrees_on_every_fixture() {
                 protocol,
                 "-o",
                 "json",
+                "--allow-invalid",
             ]);
             assert_eq!(code, 0, "{}: {stderr}", dir.display());
             assert!(stderr.contains("agree on every cell"), "{stderr}");
@@ -77,10 +78,25 @@ fn bad_input_is_an_error_naming_the_file() {
         (
             "types.yaml",
             "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {containers: 7}\n",
-            "Pod x",
+            "types.yaml:4:20: Pod default/x",
         ),
         ("nokind.yaml", "metadata: {name: x}\n", "has no kind"),
         ("bad.json", "{\"kind\": \"Pod\", ", "bad.json:1:"),
+        (
+            "field.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: x, namespace: a}\nspec:\n  containers:\n  - name: c\n    ports:\n    - containerPort: eighty\n",
+            "field.yaml:12:22: Pod a/x: spec.containers[0].ports[0].containerPort",
+        ),
+        (
+            "protocol.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: a}\nspec:\n  ingress:\n  - ports: [{protocol: ICMP, port: 80}]\n",
+            "protocol.yaml:5: NetworkPolicy a/p: invalid",
+        ),
+        (
+            "cidr.yaml",
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: a}\nspec:\n  ingress:\n  - from: [{ipBlock: {cidr: 10.0.0.0/33}}]\n",
+            "cidr.yaml:1: NetworkPolicy a/p: invalid",
+        ),
     ];
     for (name, text, expected) in cases {
         let path = dir.join(name);
@@ -94,6 +110,37 @@ fn bad_input_is_an_error_naming_the_file() {
             "{name}: the message names the file: {stderr}"
         );
     }
+    // `compile -o FILE` leaves an existing file alone and creates none on bad input.
+    let out = dir.join("out.nft");
+    std::fs::write(&out, "previous").unwrap();
+    let (code, stdout, _) = netfence(&[
+        "compile",
+        dir.join("cidr.yaml").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!((code, stdout.as_str()), (2, ""));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "previous");
+    let fresh = dir.join("fresh.nft");
+    let (code, _, _) = netfence(&[
+        "compile",
+        dir.join("field.yaml").to_str().unwrap(),
+        "-o",
+        fresh.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(!fresh.exists(), "no output file on bad input");
+    // With --allow-invalid, an invalid policy is reported and fails closed, as in the agent.
+    let (code, stdout, stderr) = netfence(&[
+        "compile",
+        dir.join("cidr.yaml").to_str().unwrap(),
+        "--allow-invalid",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning:") && stdout.contains("table inet netfence"),
+        "{stderr}"
+    );
     let (code, _, stderr) = netfence(&["matrix", "/nonexistent/cluster.yaml"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("/nonexistent/cluster.yaml"), "{stderr}");
