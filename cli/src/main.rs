@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use netfence_cli::explain::{explain, Endpoint};
 use netfence_cli::input::{self, Input};
 use netfence_cli::matrix::{self, Engine};
 use nft_backend::{build::build, netlink, render::render};
@@ -31,6 +32,8 @@ enum Command {
     Matrix(MatrixArgs),
     /// The nft script for one node (example: netfence compile fixtures/demo --node node-1)
     Compile(CompileArgs),
+    /// Why a flow is allowed or denied (example: netfence explain fixtures/demo --from shop/frontend --to shop/db --port 80)
+    Explain(ExplainArgs),
     /// Program this network namespace's table inet netfence over netlink (example: sudo netfence apply fixtures/demo --node node-1)
     Apply(ApplyArgs),
     /// Remove this network namespace's table inet netfence, and nothing else (example: sudo netfence remove)
@@ -43,11 +46,42 @@ struct CompileArgs {
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// The node to compile for (default: the first node, by name)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "all_nodes")]
     node: Option<String>,
     /// Write the script here instead of stdout (only when compiling succeeded)
-    #[arg(long, short = 'o')]
+    #[arg(long, short = 'o', conflicts_with = "all_nodes")]
     output: Option<PathBuf>,
+    /// Compile every node, one script each, into --output-dir
+    #[arg(long, requires = "output_dir")]
+    all_nodes: bool,
+    /// Where --all-nodes writes NODE.nft files
+    #[arg(long, requires = "all_nodes")]
+    output_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ExplainArgs {
+    /// Files or directories of cluster YAML/JSON; - for stdin
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// The source: NAMESPACE/POD or an address
+    #[arg(long)]
+    from: String,
+    /// The destination: NAMESPACE/POD or an address
+    #[arg(long)]
+    to: String,
+    #[arg(long)]
+    port: u16,
+    #[arg(long, value_enum, default_value = "tcp")]
+    protocol: ProtocolArg,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    output: ExplainFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ExplainFormat {
+    Text,
+    Json,
 }
 
 #[derive(clap::Args, Debug)]
@@ -129,16 +163,63 @@ fn load(paths: &[PathBuf], allow_invalid: bool) -> Result<Input, ExitCode> {
     }
 }
 
+fn protocol_of(arg: ProtocolArg) -> Protocol {
+    match arg {
+        ProtocolArg::Tcp => Protocol::Tcp,
+        ProtocolArg::Udp => Protocol::Udp,
+        ProtocolArg::Sctp => Protocol::Sctp,
+    }
+}
+
+fn run_explain(args: &ExplainArgs, allow_invalid: bool) -> ExitCode {
+    let (from, to) = match (Endpoint::parse(&args.from), Endpoint::parse(&args.to)) {
+        (Ok(from), Ok(to)) => (from, to),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("netfence: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let input = match load(&args.paths, allow_invalid) {
+        Ok(input) => input,
+        Err(code) => return code,
+    };
+    let (rulesets, diagnostics) = compile_all_reporting(&input.snapshot);
+    for d in &diagnostics {
+        eprintln!("netfence: warning: {d}");
+    }
+    match explain(
+        &input.snapshot,
+        &rulesets,
+        &from,
+        &to,
+        protocol_of(args.protocol),
+        args.port,
+    ) {
+        Ok(e) => {
+            match args.output {
+                ExplainFormat::Text => print!("{}", e.to_text()),
+                ExplainFormat::Json => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&e.to_json()).expect("JSON of plain values")
+                    )
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("netfence: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn run_matrix(args: &MatrixArgs, allow_invalid: bool) -> ExitCode {
     let input = match load(&args.paths, allow_invalid) {
         Ok(input) => input,
         Err(code) => return code,
     };
-    let protocol = match args.protocol {
-        ProtocolArg::Tcp => Protocol::Tcp,
-        ProtocolArg::Udp => Protocol::Udp,
-        ProtocolArg::Sctp => Protocol::Sctp,
-    };
+    let protocol = protocol_of(args.protocol);
     let (rulesets, diagnostics) = compile_all_reporting(&input.snapshot);
     for d in &diagnostics {
         eprintln!("netfence: warning: {d}");
@@ -211,7 +292,58 @@ fn node_table(
     Ok((node, build(&ruleset)))
 }
 
+/// A node name as a file name: characters outside `[A-Za-z0-9._-]` become `_`, and a leading
+/// dot too, so no name from the cluster can leave the output directory.
+fn node_file_name(node: &str) -> String {
+    let mut name: String = node
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.starts_with('.') || name.is_empty() {
+        name.insert(0, '_');
+    }
+    format!("{name}.nft")
+}
+
+fn run_compile_all(args: &CompileArgs, dir: &std::path::Path, allow_invalid: bool) -> ExitCode {
+    let input = match load(&args.paths, allow_invalid) {
+        Ok(input) => input,
+        Err(code) => return code,
+    };
+    let (rulesets, diagnostics) = compile_all_reporting(&input.snapshot);
+    for d in &diagnostics {
+        eprintln!("netfence: warning: {d}");
+    }
+    // Everything is rendered before anything is written.
+    let scripts: Vec<(String, String)> = rulesets
+        .iter()
+        .map(|(node, r)| (node_file_name(node), render(&build(r))))
+        .collect();
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        eprintln!("netfence: error: cannot create {}: {e}", dir.display());
+        return ExitCode::from(2);
+    }
+    for (file, script) in &scripts {
+        let path = dir.join(file);
+        if let Err(e) = std::fs::write(&path, script) {
+            eprintln!("netfence: error: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+        eprintln!("netfence: wrote {}", path.display());
+    }
+    ExitCode::SUCCESS
+}
+
 fn run_compile(args: &CompileArgs, allow_invalid: bool) -> ExitCode {
+    if let (true, Some(dir)) = (args.all_nodes, &args.output_dir) {
+        return run_compile_all(args, dir, allow_invalid);
+    }
     let (_, table) = match node_table(&args.paths, args.node.as_deref(), allow_invalid) {
         Ok(t) => t,
         Err(code) => return code,
@@ -362,6 +494,7 @@ fn main() -> ExitCode {
         Command::Matrix(args) => run_matrix(args, cli.allow_invalid),
         Command::Compile(args) => run_compile(args, cli.allow_invalid),
         Command::Apply(args) => run_apply(args, cli.allow_invalid),
+        Command::Explain(args) => run_explain(args, cli.allow_invalid),
         Command::Remove => match netlink::delete_table() {
             Ok(()) => {
                 println!("removed table inet netfence");

@@ -85,7 +85,8 @@ impl Matrix {
 
     /// Rows are sources, columns destinations, numbered; `.` allowed, `X` denied.
     pub fn to_table(&self) -> String {
-        const NAME_WIDTH: usize = 28;
+        // Fit 120 columns while there is room: 30 pods with their names fit.
+        const COLUMNS: usize = 120;
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -94,7 +95,10 @@ impl Matrix {
         );
         let number_width = self.pods.len().to_string().len();
         let cell = number_width.max(1) + 1;
-        let _ = write!(out, "{:>w$} {:<NAME_WIDTH$}", "", "", w = number_width);
+        let name_width = COLUMNS
+            .saturating_sub(number_width + 1 + self.pods.len() * cell)
+            .clamp(12, 28);
+        let _ = write!(out, "{:>w$} {:<name_width$}", "", "", w = number_width);
         for j in 1..=self.pods.len() {
             let _ = write!(out, "{j:>cell$}");
         }
@@ -102,9 +106,9 @@ impl Matrix {
         for (i, from) in self.pods.iter().enumerate() {
             let _ = write!(
                 out,
-                "{:>w$} {:<NAME_WIDTH$}",
+                "{:>w$} {:<name_width$}",
                 i + 1,
-                abbreviate(&from.to_string(), NAME_WIDTH),
+                abbreviate(&from.to_string(), name_width),
                 w = number_width
             );
             for allowed in &self.allowed[i] {
@@ -137,4 +141,37 @@ fn abbreviate(name: &str, width: usize) -> String {
     }
     let tail: String = chars[chars.len() - (width - 1)..].iter().collect();
     format!("~{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Matrix;
+    use policy_compiler::{ObjectKey, Protocol};
+
+    #[test]
+    fn thirty_pods_fit_120_columns() {
+        let pods: Vec<ObjectKey> = (0..30)
+            .map(|i| ObjectKey::new("a-rather-long-namespace", format!("deployment-7d9f8c-pod-{i}")))
+            .collect();
+        let allowed = (0..30)
+            .map(|i| (0..30).map(|j| (i + j) % 3 == 0).collect())
+            .collect();
+        let table = Matrix {
+            protocol: Protocol::Tcp,
+            port: 80,
+            pods,
+            allowed,
+        }
+        .to_table();
+        for line in table.lines().skip(1) {
+            assert!(
+                line.chars().count() <= 120,
+                "{} columns: {line}",
+                line.chars().count()
+            );
+        }
+        // Names keep their distinguishing end.
+        assert!(table.contains("~") && table.contains("pod-29"), "{table}");
+        assert_eq!(table.lines().count(), 32);
+    }
 }
