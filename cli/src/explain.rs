@@ -122,11 +122,7 @@ fn side(
     }
 }
 
-fn rules_of<'a>(
-    rulesets: &'a BTreeMap<String, Ruleset>,
-    own: IpAddr,
-    direction: Direction,
-) -> Vec<&'a IrRule> {
+fn rules_of(rulesets: &BTreeMap<String, Ruleset>, own: IpAddr, direction: Direction) -> Vec<&IrRule> {
     let Some(ruleset) = locate(rulesets, own) else {
         return Vec::new();
     };

@@ -35,14 +35,14 @@ fn netlink_and_script_list_identically() {
         let d = dir.to_str().unwrap();
         for node in ["node-1", "node-2"] {
             let script = std::process::Command::new(NETFENCE)
-                .args(["compile", d, "--node", node])
+                .args(["compile", d, "--node", node, "--allow-invalid"])
                 .output()
                 .unwrap();
             assert!(script.status.success(), "{d}");
             let path = std::env::temp_dir().join(format!("netfence-{}-{node}.nft", std::process::id()));
             std::fs::write(&path, &script.stdout).unwrap();
             by_script.ok("nft", &["-f", path.to_str().unwrap()]);
-            let report = by_netlink.ok(NETFENCE, &["apply", d, "--node", node]);
+            let report = by_netlink.ok(NETFENCE, &["apply", d, "--node", node, "--allow-invalid"]);
             assert!(report.contains("table inet netfence for node"), "{report}");
             assert_eq!(
                 normalized_listing(&by_netlink),
