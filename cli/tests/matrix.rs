@@ -212,3 +212,40 @@ fn apply_without_cap_net_admin_says_so() {
     );
     assert!(String::from_utf8_lossy(&dry.stdout).starts_with("dry run, nothing sent"));
 }
+
+#[test]
+fn help_lists_every_command_with_an_example() {
+    let (code, stdout, _) = netfence(&["--help"]);
+    assert_eq!(code, 0);
+    for command in ["matrix", "compile", "explain", "apply", "remove"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(command))
+            .unwrap_or_else(|| panic!("{command}: {stdout}"));
+        assert!(
+            line.contains("example: ") && line.contains(&format!("netfence {command}")),
+            "{line}"
+        );
+    }
+    // No arguments: the same help, as a usage error.
+    let (code, stdout, stderr) = netfence(&[]);
+    assert_eq!(code, 2);
+    assert!(stdout.contains("matrix") || stderr.contains("matrix"));
+}
+
+#[test]
+fn stdin_is_read_with_a_dash() {
+    let text = std::fs::read_to_string(fixtures().join("demo/cluster.yaml")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netfence"))
+        .args(["matrix", "-", "-o", "json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["pods"].as_array().map(Vec::len), Some(5));
+}

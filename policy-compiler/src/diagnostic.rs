@@ -27,7 +27,7 @@ impl Diagnostic {
         Diagnostic::new(
             "NetworkPolicy",
             &key.to_string(),
-            &format!("invalid, ignored: {reason}; pods it selects stay isolated with no allowance from it"),
+            &format!("invalid: {reason} (where it is ignored, it allows nothing and the pods it selects stay isolated)"),
         )
     }
 }
