@@ -1,5 +1,6 @@
 //! `netfence`: see what netfence would enforce, offline, from the YAML of a cluster.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,7 +9,7 @@ use netfence_cli::explain::{explain, Endpoint};
 use netfence_cli::input::{self, Input};
 use netfence_cli::matrix::{self, Engine};
 use nft_backend::{build::build, netlink, render::render};
-use policy_compiler::{compile, compile_all_reporting, Protocol};
+use policy_compiler::{compile, compile_all_reporting, ObjectKey, Protocol};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -38,6 +39,8 @@ enum Command {
     Apply(ApplyArgs),
     /// Remove this network namespace's table inet netfence, and nothing else (example: sudo netfence remove)
     Remove,
+    /// Build the cluster as network namespaces, program it, probe every pair (example: sudo netfence sandbox fixtures/demo --check)
+    Sandbox(SandboxArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -82,6 +85,28 @@ struct ExplainArgs {
 enum ExplainFormat {
     Text,
     Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct SandboxArgs {
+    /// Files or directories of cluster YAML/JSON; - for stdin
+    #[arg(required_unless_present = "cleanup")]
+    paths: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "tcp")]
+    protocol: ProtocolArg,
+    #[arg(long, default_value_t = 80)]
+    port: u16,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    output: OutputFormat,
+    /// Also compute the compiled matrix; exit 1 listing the cells where the kernel disagrees
+    #[arg(long)]
+    check: bool,
+    /// Leave the namespaces up, and print how to enter and remove them
+    #[arg(long)]
+    keep: bool,
+    /// Remove the namespaces that earlier runs left, and nothing else
+    #[arg(long, conflicts_with_all = ["check", "keep"])]
+    cleanup: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -212,6 +237,131 @@ fn run_explain(args: &ExplainArgs, allow_invalid: bool) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn run_sandbox(args: &SandboxArgs, allow_invalid: bool) -> ExitCode {
+    use netfence_cli::sandbox::{lab, run};
+    if args.cleanup {
+        let n = lab::remove_all(lab::PREFIX);
+        println!("removed {n} sandbox network namespaces");
+        return ExitCode::SUCCESS;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "netfence: error: the sandbox makes network namespaces and programs nftables: it needs root \
+             (CAP_NET_ADMIN and CAP_SYS_ADMIN); `netfence matrix` computes the matrix without them"
+        );
+        return ExitCode::from(2);
+    }
+    let input = match load(&args.paths, allow_invalid) {
+        Ok(input) => input,
+        Err(code) => return code,
+    };
+    let mut snapshot = input.snapshot;
+    for note in run::address_nodes(&mut snapshot) {
+        eprintln!("netfence: {note}");
+    }
+    let (rulesets, diagnostics) = compile_all_reporting(&snapshot);
+    for d in &diagnostics {
+        eprintln!("netfence: warning: {d}");
+    }
+    let protocol = protocol_of(args.protocol);
+    let prefix = format!("{}{}", lab::PREFIX, std::process::id());
+    let on_signal = prefix.clone();
+    // Ctrl-C and SIGTERM: remove this run's namespaces before exiting.
+    let _ = ctrlc::set_handler(move || {
+        lab::remove_all(&on_signal);
+        std::process::exit(130);
+    });
+    let started = std::time::Instant::now();
+    let result = lab::Lab::build(&snapshot, &prefix).and_then(|lab| {
+        lab.program(&snapshot)?;
+        let observed = run::probe_all(&lab, &snapshot, protocol, args.port)?;
+        Ok((lab, observed))
+    });
+    let (mut lab, observed) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("netfence: error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match args.output {
+        OutputFormat::Table => {
+            print!("{}", observed.matrix.to_table());
+            for p in &observed.node_probes {
+                println!(
+                    "{} -> {}: {}",
+                    p.from,
+                    p.to,
+                    if p.allowed { "allowed" } else { "denied" }
+                );
+            }
+        }
+        OutputFormat::Json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&observed.matrix.to_json()).expect("JSON of plain values")
+            )
+        }
+    }
+    eprintln!(
+        "netfence: sandbox: {} nodes, {} pods, {} probes in {:.1} s",
+        lab.nodes.len(),
+        lab.pods.len(),
+        observed.matrix.pods.len().pow(2) + observed.node_probes.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut code = ExitCode::SUCCESS;
+    if args.check {
+        let compiled = matrix::compute(&snapshot, Engine::Compiled(&rulesets), protocol, args.port);
+        let index: BTreeMap<&ObjectKey, usize> =
+            compiled.pods.iter().enumerate().map(|(i, k)| (k, i)).collect();
+        let mut diffs = Vec::new();
+        for (i, from) in observed.matrix.pods.iter().enumerate() {
+            for (j, to) in observed.matrix.pods.iter().enumerate() {
+                let want = compiled.allowed[index[from]][index[to]];
+                if observed.matrix.allowed[i][j] != want {
+                    diffs.push(format!(
+                        "{from} -> {to}: kernel {}, compiled {want}",
+                        observed.matrix.allowed[i][j]
+                    ));
+                }
+            }
+        }
+        let want_nodes = run::expected_node_probes(&snapshot, &rulesets, &lab, protocol, args.port);
+        for (got, want) in observed.node_probes.iter().zip(&want_nodes) {
+            if got != want {
+                diffs.push(format!(
+                    "{} -> {}: kernel {}, compiled {}",
+                    got.from, got.to, got.allowed, want.allowed
+                ));
+            }
+        }
+        if diffs.is_empty() {
+            eprintln!("netfence: check: the kernel and the compiled rulesets agree on every probe");
+        } else {
+            for d in &diffs {
+                eprintln!("netfence: check: {d}");
+            }
+            code = ExitCode::from(1);
+        }
+    }
+    if args.keep {
+        let names = lab.keep();
+        eprintln!(
+            "netfence: kept {} namespaces; enter one with: ip netns exec NAME bash",
+            names.len()
+        );
+        for pod in &lab.pods {
+            eprintln!("netfence:   {} ({}): {}", pod.key, pod.addr, pod.netns);
+        }
+        for (node, (ns, addr)) in &lab.nodes {
+            eprintln!("netfence:   node {node} ({addr}): {ns}");
+        }
+        eprintln!("netfence: remove them with: netfence sandbox --cleanup");
+    }
+    code
 }
 
 fn run_matrix(args: &MatrixArgs, allow_invalid: bool) -> ExitCode {
@@ -495,6 +645,7 @@ fn main() -> ExitCode {
         Command::Compile(args) => run_compile(args, cli.allow_invalid),
         Command::Apply(args) => run_apply(args, cli.allow_invalid),
         Command::Explain(args) => run_explain(args, cli.allow_invalid),
+        Command::Sandbox(args) => run_sandbox(args, cli.allow_invalid),
         Command::Remove => match netlink::delete_table() {
             Ok(()) => {
                 println!("removed table inet netfence");

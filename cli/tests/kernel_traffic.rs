@@ -37,7 +37,7 @@ fn demo_truth_table_holds_on_real_sockets() {
     let mut servers = Servers::new();
     for pod in &lab.pods {
         servers
-            .listen(&pod.netns, pod.addr, PORT)
+            .listen(&pod.netns, pod.addr, Protocol::Tcp, PORT)
             .expect("server listens");
     }
     let rulesets = compile_all(&snap);
@@ -95,7 +95,9 @@ fn demo_truth_table_holds_on_real_sockets() {
     // Pod-to-node egress is policed: the vault may not reach its node, prometheus may.
     let (_, node_addr) = lab.nodes[&vault.node];
     let mut node_server = Servers::new();
-    node_server.listen(&own_node, node_addr, 10250).unwrap();
+    node_server
+        .listen(&own_node, node_addr, Protocol::Tcp, 10250)
+        .unwrap();
     let prometheus = lab.pod("monitoring/prometheus").expect("prometheus").clone();
     assert!(
         tcp_connects(&prometheus.netns, node_addr, 10250, TIMEOUT).unwrap(),
@@ -145,7 +147,9 @@ fn large_updates_never_open_a_window() {
     let frontend = lab.pod("shop/frontend").expect("frontend").clone();
     let db = lab.pod("shop/db").expect("db").clone();
     let mut servers = Servers::new();
-    servers.listen(&backend.netns, backend.addr, PORT).unwrap();
+    servers
+        .listen(&backend.netns, backend.addr, Protocol::Tcp, PORT)
+        .unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let counts: Arc<[AtomicUsize; 4]> = Arc::new(Default::default());
@@ -208,7 +212,9 @@ fn policy_sees_the_pod_behind_a_service_address() {
     lab.program(&snap).expect("nodes programmed");
     let backend = lab.pod("shop/backend").expect("backend").clone();
     let mut servers = Servers::new();
-    servers.listen(&backend.netns, backend.addr, PORT).unwrap();
+    servers
+        .listen(&backend.netns, backend.addr, Protocol::Tcp, PORT)
+        .unwrap();
     // A stand-in for kube-proxy on every node: ClusterIP 10.96.0.10 port 80 to the backend pod.
     let cluster_ip = Ipv4Addr::new(10, 96, 0, 10);
     let script = format!(

@@ -95,7 +95,22 @@ impl Drop for Lab {
     }
 }
 
-/// Names of namespaces left by earlier runs with this prefix family (`nfsb`).
+/// The prefix family of every sandbox namespace.
+pub const PREFIX: &str = "nfsb";
+
+/// Removes the namespaces whose names start with `prefix`; returns how many.
+pub fn remove_all(prefix: &str) -> usize {
+    let names: Vec<String> = leftovers()
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    for name in &names {
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+    }
+    names.len()
+}
+
+/// Names of namespaces left by sandbox runs (prefix `nfsb`).
 pub fn leftovers() -> Vec<String> {
     run(&["ip", "netns", "list"])
         .map(|out| {
@@ -273,6 +288,11 @@ impl Lab {
             }
         }
         Ok(lab)
+    }
+
+    /// Leaves the namespaces in place when the lab is dropped (`netfence sandbox --keep`).
+    pub fn keep(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.created)
     }
 
     pub fn pod(&self, key: &str) -> Option<&LabPod> {

@@ -1,0 +1,182 @@
+//! `netfence sandbox` on every fixture: the matrix the kernel lets through, probed on real
+//! sockets, equals the fixture's truth tables (TCP and UDP; this kernel has no SCTP sockets, so
+//! SCTP tables are checked by the evaluators, the tracer and `nft -c` only), and `--check`
+//! agrees. Every fixture with a denied cell also has allowed cells between the same pods.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use netfence_tests::fixture;
+use netfence_tests::netns::require_root_and_nft;
+use serde_json::{json, Value};
+
+const NETFENCE: &str = env!("CARGO_BIN_EXE_netfence");
+
+/// `--cleanup` removes every sandbox namespace, so the tests here take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn sandbox_namespaces(pid: u32) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&format!("nfsb{pid}")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn kernel_matches_every_truth_table() {
+    require_root_and_nft();
+    let _turn = turn();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    let (mut n_tables, mut n_allowed, mut n_denied) = (0, 0, 0);
+    let mut skipped = Vec::new();
+    for dir in fixture::discover(&root) {
+        let fx = fixture::load(&dir).expect("fixture");
+        for table in &fx.expect.tables {
+            if table.protocol == "SCTP" {
+                skipped.push(format!("{} SCTP/{}", dir.display(), table.port));
+                continue;
+            }
+            let port = table.port.to_string();
+            let out = Command::new(NETFENCE)
+                .args([
+                    "sandbox",
+                    dir.to_str().unwrap(),
+                    "--protocol",
+                    &table.protocol,
+                    "--port",
+                    &port,
+                ])
+                .args(["-o", "json", "--check", "--allow-invalid"])
+                .output()
+                .expect("netfence runs");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{}: {stderr}", dir.display());
+            let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+            for (i, from) in table.pods.iter().enumerate() {
+                for (j, cell) in table.allowed[i].split_whitespace().enumerate() {
+                    let to = &table.pods[j];
+                    let want = cell == ".";
+                    assert_eq!(
+                        v["allowed"][from][to],
+                        json!(want),
+                        "{}: {from} -> {to} {}/{}",
+                        dir.display(),
+                        table.protocol,
+                        port
+                    );
+                    if want {
+                        n_allowed += 1
+                    } else {
+                        n_denied += 1
+                    }
+                }
+            }
+            n_tables += 1;
+        }
+    }
+    assert!(
+        n_tables >= 35 && n_allowed > 100 && n_denied > 50,
+        "{n_tables} tables, {n_allowed} allowed, {n_denied} denied"
+    );
+    assert!(skipped.is_empty() || skipped.len() < 5, "{skipped:?}");
+    assert!(sandbox_namespaces(std::process::id()).is_empty());
+}
+
+#[test]
+fn interrupted_runs_leave_nothing_behind() {
+    require_root_and_nft();
+    let _turn = turn();
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/demo");
+    let child = Command::new(NETFENCE)
+        .args(["sandbox", demo.to_str().unwrap(), "--protocol", "udp"])
+        .spawn()
+        .expect("runs");
+    let pid = child.id();
+    // Wait until the run has made some namespaces, then interrupt it.
+    let mut seen = 0;
+    for _ in 0..200 {
+        seen = sandbox_namespaces(pid).len();
+        if seen > 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(seen > 2, "the run made namespaces");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("signal");
+    let status = child.wait_with_output().expect("exits").status;
+    assert_eq!(status.code(), Some(130), "exits as interrupted");
+    assert!(
+        sandbox_namespaces(pid).is_empty(),
+        "{:?}",
+        sandbox_namespaces(pid)
+    );
+}
+
+#[test]
+fn kept_namespaces_are_listed_and_cleaned_up() {
+    require_root_and_nft();
+    let _turn = turn();
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/demo");
+    let out = Command::new(NETFENCE)
+        .args(["sandbox", demo.to_str().unwrap(), "--keep"])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("kept 8 namespaces") && stderr.contains("netfence sandbox --cleanup"),
+        "{stderr}"
+    );
+    let kept = stderr.lines().filter(|l| l.contains(": nfsb")).count();
+    assert_eq!(kept, 7, "five pods and two nodes are listed: {stderr}");
+    let cleanup = Command::new(NETFENCE)
+        .args(["sandbox", "--cleanup"])
+        .output()
+        .expect("runs");
+    assert!(
+        String::from_utf8_lossy(&cleanup.stdout).starts_with("removed "),
+        "cleanup reports"
+    );
+    let left = Command::new("ip").args(["netns", "list"]).output().expect("ip");
+    assert!(
+        !String::from_utf8_lossy(&left.stdout).contains("nfsb"),
+        "nothing left"
+    );
+}
+
+#[test]
+fn without_root_it_says_what_it_needs() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/demo");
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(NETFENCE)
+        .args(["sandbox", demo.to_str().unwrap()])
+        .output()
+        .expect("setpriv (util-linux) runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("needs root") && stderr.contains("netfence matrix"),
+        "{stderr}"
+    );
+}
