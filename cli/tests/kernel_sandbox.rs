@@ -180,3 +180,50 @@ fn without_root_it_says_what_it_needs() {
         "{stderr}"
     );
 }
+
+/// Conformance cases that change labels or policies between probes: the lab stays, each node
+/// is programmed again with the changed cluster (as the agent would), and the kernel is probed
+/// again.
+#[test]
+fn updates_between_probes_take_effect_on_the_kernel() {
+    use netfence_cli::sandbox::{lab::Lab, run};
+    use policy_compiler::Protocol;
+    require_root_and_nft();
+    let _turn = turn();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    let mut n_steps = 0;
+    for dir in fixture::discover(&root) {
+        let fx = fixture::load(&dir).expect("fixture");
+        if fx.expect.steps.is_empty() {
+            continue;
+        }
+        let lab = Lab::build(&fx.input.snapshot, &format!("nfsb{}u", std::process::id())).expect("lab");
+        let mut stages = vec![(fx.input.snapshot.clone(), &fx.expect.tables)];
+        for ((snapshot, _), step) in fx.steps().expect("steps").into_iter().zip(&fx.expect.steps) {
+            stages.push((snapshot, &step.tables));
+        }
+        for (k, (snapshot, tables)) in stages.iter().enumerate() {
+            lab.program(snapshot).expect("programmed");
+            for table in tables.iter().filter(|t| t.protocol != "SCTP") {
+                let protocol = Protocol::parse(&table.protocol).expect("protocol");
+                let observed = run::probe_all(&lab, snapshot, protocol, table.port).expect("probes");
+                let json = observed.matrix.to_json();
+                for (i, from) in table.pods.iter().enumerate() {
+                    for (j, cell) in table.allowed[i].split_whitespace().enumerate() {
+                        let to = &table.pods[j];
+                        assert_eq!(
+                            json["allowed"][from][to],
+                            json!(cell == "."),
+                            "{} stage {k}: {from} -> {to} {}/{}",
+                            dir.display(),
+                            table.protocol,
+                            table.port
+                        );
+                    }
+                }
+            }
+            n_steps += usize::from(k > 0);
+        }
+    }
+    assert!(n_steps >= 5, "{n_steps}");
+}

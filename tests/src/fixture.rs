@@ -19,6 +19,22 @@ pub struct Expect {
     pub tables: Vec<Table>,
     #[serde(default)]
     pub flows: Vec<FlowCheck>,
+    /// Changes applied one after another, each with the tables that hold after it.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+}
+
+/// A change between probes: objects applied (a YAML file beside the fixture, read like the
+/// cluster) and objects deleted (`"Kind namespace/name"` or `"Kind name"`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub about: String,
+    #[serde(default)]
+    pub apply: Option<String>,
+    #[serde(default)]
+    pub delete: Vec<String>,
+    pub tables: Vec<Table>,
 }
 
 /// A reachability matrix: `allowed[i]` is the row of source `pods[i]`, one cell per destination,
@@ -104,6 +120,68 @@ fn protocol(text: &str) -> Result<Protocol, String> {
     Protocol::parse(text).ok_or_else(|| format!("unknown protocol {text}"))
 }
 
+/// The cases of a list of truth tables over a snapshot.
+pub fn table_cases(snap: &Snapshot, tables: &[Table]) -> Result<Vec<Case>, String> {
+    let mut cases = Vec::new();
+    let enforced: Vec<String> = snap
+        .pods
+        .values()
+        .filter(|p| p.is_enforced())
+        .map(|p| p.key.to_string())
+        .collect();
+    for table in tables {
+        let proto = protocol(&table.protocol)?;
+        let mut listed = table.pods.clone();
+        listed.sort();
+        if listed != enforced {
+            return Err(format!(
+                "table {}/{} lists {listed:?}, the cluster's pods are {enforced:?}",
+                table.protocol, table.port
+            ));
+        }
+        if table.allowed.len() != table.pods.len() {
+            return Err(format!(
+                "table {}/{}: {} rows for {} pods",
+                table.protocol,
+                table.port,
+                table.allowed.len(),
+                table.pods.len()
+            ));
+        }
+        for (i, row) in table.allowed.iter().enumerate() {
+            let cells: Vec<&str> = row.split_whitespace().collect();
+            if cells.len() != table.pods.len() {
+                return Err(format!(
+                    "row {:?} has {} cells for {} pods",
+                    row,
+                    cells.len(),
+                    table.pods.len()
+                ));
+            }
+            let from = pod(snap, &table.pods[i])?;
+            for (j, cell) in cells.iter().enumerate() {
+                let allowed = match *cell {
+                    "." => true,
+                    "X" => false,
+                    other => return Err(format!("cell {other:?}: use . or X")),
+                };
+                let to = pod(snap, &table.pods[j])?;
+                for (src, dst) in family_pairs(from, to) {
+                    cases.push(Case {
+                        label: format!(
+                            "{} -> {} {}/{} ({src} -> {dst})",
+                            from.key, to.key, proto, table.port
+                        ),
+                        flow: Flow::new(src, dst, proto, table.port),
+                        allowed,
+                    });
+                }
+            }
+        }
+    }
+    Ok(cases)
+}
+
 fn pod<'a>(snap: &'a Snapshot, name: &str) -> Result<&'a Pod, String> {
     snap.pods
         .values()
@@ -112,66 +190,9 @@ fn pod<'a>(snap: &'a Snapshot, name: &str) -> Result<&'a Pod, String> {
 }
 
 impl Fixture {
-    /// Every expected outcome, over every address family both ends have.
+    /// Every expected outcome of the initial cluster, over every address family both ends have.
     pub fn cases(&self) -> Result<Vec<Case>, String> {
-        let snap = &self.input.snapshot;
-        let mut cases = Vec::new();
-        let enforced: Vec<String> = snap
-            .pods
-            .values()
-            .filter(|p| p.is_enforced())
-            .map(|p| p.key.to_string())
-            .collect();
-        for table in &self.expect.tables {
-            let proto = protocol(&table.protocol)?;
-            let mut listed = table.pods.clone();
-            listed.sort();
-            if listed != enforced {
-                return Err(format!(
-                    "table {}/{} lists {listed:?}, the cluster's pods are {enforced:?}",
-                    table.protocol, table.port
-                ));
-            }
-            if table.allowed.len() != table.pods.len() {
-                return Err(format!(
-                    "table {}/{}: {} rows for {} pods",
-                    table.protocol,
-                    table.port,
-                    table.allowed.len(),
-                    table.pods.len()
-                ));
-            }
-            for (i, row) in table.allowed.iter().enumerate() {
-                let cells: Vec<&str> = row.split_whitespace().collect();
-                if cells.len() != table.pods.len() {
-                    return Err(format!(
-                        "row {:?} has {} cells for {} pods",
-                        row,
-                        cells.len(),
-                        table.pods.len()
-                    ));
-                }
-                let from = pod(snap, &table.pods[i])?;
-                for (j, cell) in cells.iter().enumerate() {
-                    let allowed = match *cell {
-                        "." => true,
-                        "X" => false,
-                        other => return Err(format!("cell {other:?}: use . or X")),
-                    };
-                    let to = pod(snap, &table.pods[j])?;
-                    for (src, dst) in family_pairs(from, to) {
-                        cases.push(Case {
-                            label: format!(
-                                "{} -> {} {}/{} ({src} -> {dst})",
-                                from.key, to.key, proto, table.port
-                            ),
-                            flow: Flow::new(src, dst, proto, table.port),
-                            allowed,
-                        });
-                    }
-                }
-            }
-        }
+        let mut cases = table_cases(&self.input.snapshot, &self.expect.tables)?;
         for check in &self.expect.flows {
             let proto = protocol(&check.protocol)?;
             for (src, dst) in self.endpoints(&check.from, &check.to)? {
@@ -190,6 +211,48 @@ impl Fixture {
             }
         }
         Ok(cases)
+    }
+
+    /// The cluster after each step, with that step's expected outcomes.
+    pub fn steps(&self) -> Result<Vec<(Snapshot, Vec<Case>)>, String> {
+        let mut snap = self.input.snapshot.clone();
+        let mut out = Vec::new();
+        for step in &self.expect.steps {
+            if let Some(file) = &step.apply {
+                let path = self.dir.join(file);
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let changes =
+                    input::load_str(&path.display().to_string(), &text).map_err(|e| e.to_string())?;
+                snap.namespaces.extend(changes.snapshot.namespaces);
+                snap.pods.extend(changes.snapshot.pods);
+                snap.policies.extend(changes.snapshot.policies);
+                snap.nodes.extend(changes.snapshot.nodes);
+            }
+            for target in &step.delete {
+                let (kind, name) = target
+                    .split_once(' ')
+                    .ok_or_else(|| format!("delete {target:?}: use \"Kind name\""))?;
+                let key = |n: &str| {
+                    n.split_once('/')
+                        .map(|(ns, n)| policy_compiler::ObjectKey::new(ns, n))
+                        .ok_or_else(|| format!("{n}: use namespace/name"))
+                };
+                let removed = match kind {
+                    "NetworkPolicy" => snap.policies.remove(&key(name)?).is_some(),
+                    "Pod" => snap.pods.remove(&key(name)?).is_some(),
+                    "Namespace" => snap.namespaces.remove(name).is_some(),
+                    "Node" => snap.nodes.remove(name).is_some(),
+                    other => return Err(format!("delete: unknown kind {other}")),
+                };
+                if !removed {
+                    return Err(format!("delete {target}: no such object"));
+                }
+            }
+            let cases =
+                table_cases(&snap, &step.tables).map_err(|e| format!("step {:?}: {e}", step.about))?;
+            out.push((snap.clone(), cases));
+        }
+        Ok(out)
     }
 
     fn endpoints(&self, from: &str, to: &str) -> Result<Vec<(IpAddr, IpAddr)>, String> {

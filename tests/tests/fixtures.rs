@@ -33,18 +33,29 @@ fn every_fixture_matches_its_truth_table() {
             }
         };
         assert!(!cases.is_empty(), "{}: no expectations", dir.display());
-        let rulesets = compile_all(&fx.input.snapshot);
-        for case in cases {
-            n_cases += 1;
-            let compiled = decide_cluster(&rulesets, &case.flow).allowed();
-            let oracle = reference::allows(&fx.input.snapshot, &case.flow);
-            if compiled != case.allowed || oracle != case.allowed {
-                failures.push(format!(
-                    "{}: {}: expected {}, compiled says {compiled}, reference says {oracle}",
-                    dir.strip_prefix(&root).unwrap_or(dir).display(),
-                    case.label,
-                    case.allowed
-                ));
+        let steps = match fx.steps() {
+            Ok(steps) => steps,
+            Err(e) => {
+                failures.push(format!("{}: {e}", dir.display()));
+                continue;
+            }
+        };
+        let mut stages = vec![(fx.input.snapshot.clone(), cases)];
+        stages.extend(steps);
+        for (snapshot, cases) in stages {
+            let rulesets = compile_all(&snapshot);
+            for case in cases {
+                n_cases += 1;
+                let compiled = decide_cluster(&rulesets, &case.flow).allowed();
+                let oracle = reference::allows(&snapshot, &case.flow);
+                if compiled != case.allowed || oracle != case.allowed {
+                    failures.push(format!(
+                        "{}: {}: expected {}, compiled says {compiled}, reference says {oracle}",
+                        dir.strip_prefix(&root).unwrap_or(dir).display(),
+                        case.label,
+                        case.allowed
+                    ));
+                }
             }
         }
     }
