@@ -100,6 +100,7 @@ fn interrupted_runs_leave_nothing_behind() {
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/demo");
     let child = Command::new(NETFENCE)
         .args(["sandbox", demo.to_str().unwrap(), "--protocol", "udp"])
+        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("runs");
     let pid = child.id();
