@@ -1,6 +1,5 @@
 //! `netfence`: see what netfence would enforce, offline, from the YAML of a cluster.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,7 +8,7 @@ use netfence_cli::explain::{explain, Endpoint};
 use netfence_cli::input::{self, Input};
 use netfence_cli::matrix::{self, Engine};
 use nft_backend::{build::build, netlink, render::render};
-use policy_compiler::{compile, compile_all_reporting, ObjectKey, Protocol};
+use policy_compiler::{compile, compile_all_reporting, Protocol};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -289,6 +288,9 @@ fn run_sandbox(args: &SandboxArgs, allow_invalid: bool) -> ExitCode {
     match args.output {
         OutputFormat::Table => {
             print!("{}", observed.matrix.to_table());
+            if let Some(m6) = &observed.matrix6 {
+                print!("IPv6, the dual-stack pods: {}", m6.to_table());
+            }
             for p in &observed.node_probes {
                 println!(
                     "{} -> {}: {}",
@@ -309,35 +311,14 @@ fn run_sandbox(args: &SandboxArgs, allow_invalid: bool) -> ExitCode {
         "netfence: sandbox: {} nodes, {} pods, {} probes in {:.1} s",
         lab.nodes.len(),
         lab.pods.len(),
-        observed.matrix.pods.len().pow(2) + observed.node_probes.len(),
+        observed.matrix.pods.len().pow(2)
+            + observed.matrix6.as_ref().map_or(0, |m| m.pods.len().pow(2))
+            + observed.node_probes.len(),
         started.elapsed().as_secs_f64()
     );
     let mut code = ExitCode::SUCCESS;
     if args.check {
-        let compiled = matrix::compute(&snapshot, Engine::Compiled(&rulesets), protocol, args.port);
-        let index: BTreeMap<&ObjectKey, usize> =
-            compiled.pods.iter().enumerate().map(|(i, k)| (k, i)).collect();
-        let mut diffs = Vec::new();
-        for (i, from) in observed.matrix.pods.iter().enumerate() {
-            for (j, to) in observed.matrix.pods.iter().enumerate() {
-                let want = compiled.allowed[index[from]][index[to]];
-                if observed.matrix.allowed[i][j] != want {
-                    diffs.push(format!(
-                        "{from} -> {to}: kernel {}, compiled {want}",
-                        observed.matrix.allowed[i][j]
-                    ));
-                }
-            }
-        }
-        let want_nodes = run::expected_node_probes(&snapshot, &rulesets, &lab, protocol, args.port);
-        for (got, want) in observed.node_probes.iter().zip(&want_nodes) {
-            if got != want {
-                diffs.push(format!(
-                    "{} -> {}: kernel {}, compiled {}",
-                    got.from, got.to, got.allowed, want.allowed
-                ));
-            }
-        }
+        let diffs = run::disagreements(&lab, &rulesets, &observed, protocol, args.port);
         if diffs.is_empty() {
             eprintln!("netfence: check: the kernel and the compiled rulesets agree on every probe");
         } else {

@@ -9,7 +9,7 @@
 //! addresses, which are the Node objects' InternalIPs.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 
 use policy_compiler::{ObjectKey, Snapshot};
@@ -76,6 +76,8 @@ pub struct LabPod {
     pub netns: String,
     pub node: String,
     pub addr: Ipv4Addr,
+    /// Its IPv6 address, when the pod and its node are dual-stack.
+    pub addr6: Option<Ipv6Addr>,
 }
 
 #[derive(Debug)]
@@ -83,6 +85,8 @@ pub struct Lab {
     pub prefix: String,
     /// Node name to its namespace and underlay address.
     pub nodes: BTreeMap<String, (String, Ipv4Addr)>,
+    /// Node name to its IPv6 underlay address, for dual-stack nodes.
+    pub nodes6: BTreeMap<String, Ipv6Addr>,
     pub pods: Vec<LabPod>,
     created: Vec<String>,
 }
@@ -128,12 +132,25 @@ impl Lab {
         run(&["ip", "netns", "add", &name])?;
         self.created.push(name.clone());
         run(&["ip", "-n", &name, "link", "set", "lo", "up"])?;
+        // No duplicate address detection: the lab's addresses are unique by construction, and
+        // a tentative address would drop the first probes.
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &name,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+        ])?;
         Ok(name)
     }
 
     /// Builds the namespaces, links and routes for every enforced pod of the snapshot (IPv4).
     pub fn build(snapshot: &Snapshot, prefix: &str) -> Result<Lab, LabError> {
         let mut lab = Lab {
+            nodes6: BTreeMap::new(),
             prefix: prefix.to_string(),
             nodes: BTreeMap::new(),
             pods: Vec::new(),
@@ -187,6 +204,17 @@ impl Lab {
                 "-qw",
                 "net.ipv4.ip_forward=1",
             ])?;
+            let addr6 = snapshot.nodes.get(node).and_then(|n| {
+                n.addrs.iter().find_map(|a| match a {
+                    IpAddr::V6(v6) => Some(*v6),
+                    IpAddr::V4(_) => None,
+                })
+            });
+            if let Some(addr6) = addr6 {
+                run(&["ip", "-n", &ns, "addr", "add", &format!("{addr6}/64"), "dev", &inner, "nodad"])?;
+                run(&["ip", "netns", "exec", &ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+                lab.nodes6.insert(node.clone(), addr6);
+            }
             lab.nodes.insert(node.clone(), (ns, addr));
         }
         for (k, pod) in pods.iter().enumerate() {
@@ -262,11 +290,39 @@ impl Lab {
                 "dev",
                 "eth0",
             ])?;
+            let node6 = lab.nodes6.get(&pod.node).copied();
+            let addr6 = pod
+                .ips
+                .iter()
+                .find_map(|a| match a {
+                    IpAddr::V6(v6) if snapshot.owner_of(*a).is_some_and(|o| o.key == pod.key) => Some(*v6),
+                    _ => None,
+                })
+                .filter(|_| node6.is_some());
+            if let (Some(a6), Some(n6)) = (addr6, node6) {
+                run(&["ip", "-n", &node_ns, "addr", "add", "fe80::1/64", "dev", &host_side, "nodad"])?;
+                run(&[
+                    "ip",
+                    "-n",
+                    &node_ns,
+                    "-6",
+                    "route",
+                    "add",
+                    &format!("{a6}/128"),
+                    "dev",
+                    &host_side,
+                    "src",
+                    &n6.to_string(),
+                ])?;
+                run(&["ip", "-n", &ns, "addr", "add", &format!("{a6}/128"), "dev", "eth0", "nodad"])?;
+                run(&["ip", "-n", &ns, "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0"])?;
+            }
             lab.pods.push(LabPod {
                 key: pod.key.clone(),
                 netns: ns,
                 node: pod.node.clone(),
                 addr,
+                addr6,
             });
         }
         // Each node reaches the other nodes' pods through their underlay addresses.
@@ -284,6 +340,14 @@ impl Lab {
                         "via",
                         &via.to_string(),
                     ])?;
+                }
+            }
+        }
+        for pod in &lab.pods {
+            let (Some(a6), Some(via)) = (pod.addr6, lab.nodes6.get(&pod.node)) else { continue };
+            for (node, (ns, _)) in &lab.nodes {
+                if *node != pod.node && lab.nodes6.contains_key(node) {
+                    run(&["ip", "-n", ns, "-6", "route", "add", &format!("{a6}/128"), "via", &via.to_string()])?;
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! Servers and probes on real sockets inside the lab's namespaces.
 
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -21,10 +21,11 @@ pub struct Servers {
 
 /// A listener with a deep accept queue: probes arrive in bursts, and a queue overflow would
 /// look like a dropped packet.
-fn bind_tcp(addr: Ipv4Addr, port: u16) -> std::io::Result<TcpListener> {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(SockProtocol::TCP))?;
+fn bind_tcp(addr: IpAddr, port: u16) -> std::io::Result<TcpListener> {
+    let address = SocketAddr::from((addr, port));
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(SockProtocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.bind(&SocketAddr::from((addr, port)).into())?;
+    socket.bind(&address.into())?;
     socket.listen(4096)?;
     Ok(socket.into())
 }
@@ -47,10 +48,11 @@ impl Servers {
     pub fn listen(
         &mut self,
         netns: &str,
-        addr: Ipv4Addr,
+        addr: impl Into<IpAddr>,
         protocol: Protocol,
         port: u16,
     ) -> Result<(), LabError> {
+        let addr: IpAddr = addr.into();
         let stop = Arc::clone(&self.stop);
         let failed = |e: std::io::Error| {
             LabError::Program(format!("listen on {protocol} {addr}:{port} in {netns}: {e}"))
@@ -110,18 +112,20 @@ impl Drop for Servers {
 /// probed port has a listener, so nothing else refuses.
 pub fn connects(
     netns: &str,
-    dst: Ipv4Addr,
+    dst: impl Into<IpAddr>,
     protocol: Protocol,
     port: u16,
     timeout: Duration,
 ) -> Result<bool, LabError> {
+    let dst: IpAddr = dst.into();
     match protocol {
         Protocol::Tcp => in_netns(netns, move || {
             TcpStream::connect_timeout(&SocketAddr::from((dst, port)), timeout).is_ok()
         }),
         Protocol::Udp => in_netns(netns, move || {
             let exchange = || -> std::io::Result<bool> {
-                let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+                let any: IpAddr = if dst.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+                let socket = UdpSocket::bind((any, 0))?;
                 socket.set_read_timeout(Some(timeout))?;
                 socket.send_to(b"probe", (dst, port))?;
                 let mut buf = [0u8; 16];
