@@ -61,20 +61,24 @@ fn traced_rules_match_every_truth_table() {
     let mut failures = Vec::new();
     for dir in fixture::discover(&fixtures_root()) {
         let fx = fixture::load(&dir).expect("fixture loads");
-        let tables: BTreeMap<String, _> = compile_all(&fx.input.snapshot)
-            .iter()
-            .map(|(n, r)| (n.clone(), build(r)))
-            .collect();
-        let topo = topology(&fx.input.snapshot);
-        for case in fx.cases().expect("cases") {
-            let traced = trace::decide_cluster(&tables, &topo, &case.flow);
-            if traced != case.allowed {
-                failures.push(format!(
-                    "{}: {}: expected {}, rules say {traced}",
-                    dir.display(),
-                    case.label,
-                    case.allowed
-                ));
+        let mut stages = vec![(fx.input.snapshot.clone(), fx.cases().expect("cases"))];
+        stages.extend(fx.steps().expect("steps"));
+        for (snapshot, cases) in stages {
+            let tables: BTreeMap<String, _> = compile_all(&snapshot)
+                .iter()
+                .map(|(n, r)| (n.clone(), build(r)))
+                .collect();
+            let topo = topology(&snapshot);
+            for case in cases {
+                let traced = trace::decide_cluster(&tables, &topo, &case.flow);
+                if traced != case.allowed {
+                    failures.push(format!(
+                        "{}: {}: expected {}, rules say {traced}",
+                        dir.display(),
+                        case.label,
+                        case.allowed
+                    ));
+                }
             }
         }
     }

@@ -211,8 +211,26 @@ impl Lab {
                 })
             });
             if let Some(addr6) = addr6 {
-                run(&["ip", "-n", &ns, "addr", "add", &format!("{addr6}/64"), "dev", &inner, "nodad"])?;
-                run(&["ip", "netns", "exec", &ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+                run(&[
+                    "ip",
+                    "-n",
+                    &ns,
+                    "addr",
+                    "add",
+                    &format!("{addr6}/64"),
+                    "dev",
+                    &inner,
+                    "nodad",
+                ])?;
+                run(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &ns,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv6.conf.all.forwarding=1",
+                ])?;
                 lab.nodes6.insert(node.clone(), addr6);
             }
             lab.nodes.insert(node.clone(), (ns, addr));
@@ -300,7 +318,17 @@ impl Lab {
                 })
                 .filter(|_| node6.is_some());
             if let (Some(a6), Some(n6)) = (addr6, node6) {
-                run(&["ip", "-n", &node_ns, "addr", "add", "fe80::1/64", "dev", &host_side, "nodad"])?;
+                run(&[
+                    "ip",
+                    "-n",
+                    &node_ns,
+                    "addr",
+                    "add",
+                    "fe80::1/64",
+                    "dev",
+                    &host_side,
+                    "nodad",
+                ])?;
                 run(&[
                     "ip",
                     "-n",
@@ -314,8 +342,20 @@ impl Lab {
                     "src",
                     &n6.to_string(),
                 ])?;
-                run(&["ip", "-n", &ns, "addr", "add", &format!("{a6}/128"), "dev", "eth0", "nodad"])?;
-                run(&["ip", "-n", &ns, "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0"])?;
+                run(&[
+                    "ip",
+                    "-n",
+                    &ns,
+                    "addr",
+                    "add",
+                    &format!("{a6}/128"),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ])?;
+                run(&[
+                    "ip", "-n", &ns, "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0",
+                ])?;
             }
             lab.pods.push(LabPod {
                 key: pod.key.clone(),
@@ -344,10 +384,22 @@ impl Lab {
             }
         }
         for pod in &lab.pods {
-            let (Some(a6), Some(via)) = (pod.addr6, lab.nodes6.get(&pod.node)) else { continue };
+            let (Some(a6), Some(via)) = (pod.addr6, lab.nodes6.get(&pod.node)) else {
+                continue;
+            };
             for (node, (ns, _)) in &lab.nodes {
                 if *node != pod.node && lab.nodes6.contains_key(node) {
-                    run(&["ip", "-n", ns, "-6", "route", "add", &format!("{a6}/128"), "via", &via.to_string()])?;
+                    run(&[
+                        "ip",
+                        "-n",
+                        ns,
+                        "-6",
+                        "route",
+                        "add",
+                        &format!("{a6}/128"),
+                        "via",
+                        &via.to_string(),
+                    ])?;
                 }
             }
         }

@@ -23,7 +23,11 @@ pub struct Servers {
 /// look like a dropped packet.
 fn bind_tcp(addr: IpAddr, port: u16) -> std::io::Result<TcpListener> {
     let address = SocketAddr::from((addr, port));
-    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(SockProtocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(SockProtocol::TCP),
+    )?;
     socket.set_reuse_address(true)?;
     socket.bind(&address.into())?;
     socket.listen(4096)?;
@@ -124,7 +128,11 @@ pub fn connects(
         }),
         Protocol::Udp => in_netns(netns, move || {
             let exchange = || -> std::io::Result<bool> {
-                let any: IpAddr = if dst.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+                let any: IpAddr = if dst.is_ipv4() {
+                    Ipv4Addr::UNSPECIFIED.into()
+                } else {
+                    Ipv6Addr::UNSPECIFIED.into()
+                };
                 let socket = UdpSocket::bind((any, 0))?;
                 socket.set_read_timeout(Some(timeout))?;
                 socket.send_to(b"probe", (dst, port))?;

@@ -87,7 +87,10 @@ pub fn address_nodes(snapshot: &mut Snapshot) -> Vec<String> {
         .collect();
     let mut next6 = 1u16;
     for name in v6_nodes {
-        let node = snapshot.nodes.entry(name.clone()).or_insert_with(|| Node { name: name.clone(), addrs: Vec::new() });
+        let node = snapshot.nodes.entry(name.clone()).or_insert_with(|| Node {
+            name: name.clone(),
+            addrs: Vec::new(),
+        });
         if node.addrs.iter().any(IpAddr::is_ipv6) {
             continue;
         }
@@ -98,7 +101,9 @@ pub fn address_nodes(snapshot: &mut Snapshot) -> Vec<String> {
                 break candidate;
             }
         };
-        notes.push(format!("node {name}: no IPv6 InternalIP, the sandbox gives it {addr}"));
+        notes.push(format!(
+            "node {name}: no IPv6 InternalIP, the sandbox gives it {addr}"
+        ));
         node.addrs.push(addr);
     }
     notes
@@ -107,7 +112,9 @@ pub fn address_nodes(snapshot: &mut Snapshot) -> Vec<String> {
 type Pending = std::thread::JoinHandle<Result<bool, LabError>>;
 
 fn join(handle: Pending) -> Result<bool, LabError> {
-    handle.join().map_err(|_| LabError::Program("a probe panicked".to_string()))?
+    handle
+        .join()
+        .map_err(|_| LabError::Program("a probe panicked".to_string()))?
 }
 
 /// Every pair of the given (pod, namespace, address) list, probed in parallel.
@@ -116,14 +123,22 @@ fn pairs(pods: &[(ObjectKey, String, IpAddr)], protocol: Protocol, port: u16) ->
     for (i, (_, netns, _)) in pods.iter().enumerate() {
         for (j, (_, _, dst)) in pods.iter().enumerate() {
             let (netns, dst) = (netns.clone(), *dst);
-            pending.push(((i, j), std::thread::spawn(move || connects(&netns, dst, protocol, port, PROBE_TIMEOUT))));
+            pending.push((
+                (i, j),
+                std::thread::spawn(move || connects(&netns, dst, protocol, port, PROBE_TIMEOUT)),
+            ));
         }
     }
     let mut allowed = vec![vec![false; pods.len()]; pods.len()];
     for ((i, j), handle) in pending {
         allowed[i][j] = join(handle)?;
     }
-    Ok(Matrix { protocol, port, pods: pods.iter().map(|(k, _, _)| k.clone()).collect(), allowed })
+    Ok(Matrix {
+        protocol,
+        port,
+        pods: pods.iter().map(|(k, _, _)| k.clone()).collect(),
+        allowed,
+    })
 }
 
 /// One node probe: labels, the namespace it starts in, and both addresses.
@@ -167,12 +182,22 @@ fn node_pairs(lab: &Lab) -> Vec<NodePair> {
 
 /// Runs servers in every pod (the probed port and every declared port of the protocol, on each
 /// of its addresses) and on every node, then probes. The lab must be built and programmed.
-pub fn probe_all(lab: &Lab, snapshot: &Snapshot, protocol: Protocol, port: u16) -> Result<Observed, LabError> {
+pub fn probe_all(
+    lab: &Lab,
+    snapshot: &Snapshot,
+    protocol: Protocol,
+    port: u16,
+) -> Result<Observed, LabError> {
     let mut servers = Servers::new();
     for pod in &lab.pods {
         let mut ports: BTreeSet<u16> = BTreeSet::from([port]);
         if let Some(p) = snapshot.pods.get(&pod.key) {
-            ports.extend(p.ports.iter().filter(|cp| cp.protocol == protocol).map(|cp| cp.number));
+            ports.extend(
+                p.ports
+                    .iter()
+                    .filter(|cp| cp.protocol == protocol)
+                    .map(|cp| cp.number),
+            );
         }
         for n in ports {
             servers.listen(&pod.netns, pod.addr, protocol, n)?;
@@ -187,25 +212,47 @@ pub fn probe_all(lab: &Lab, snapshot: &Snapshot, protocol: Protocol, port: u16) 
             servers.listen(ns, *a6, protocol, port)?;
         }
     }
-    let v4: Vec<(ObjectKey, String, IpAddr)> =
-        lab.pods.iter().map(|p| (p.key.clone(), p.netns.clone(), IpAddr::V4(p.addr))).collect();
-    let v6: Vec<(ObjectKey, String, IpAddr)> =
-        lab.pods.iter().filter_map(|p| p.addr6.map(|a| (p.key.clone(), p.netns.clone(), IpAddr::V6(a)))).collect();
+    let v4: Vec<(ObjectKey, String, IpAddr)> = lab
+        .pods
+        .iter()
+        .map(|p| (p.key.clone(), p.netns.clone(), IpAddr::V4(p.addr)))
+        .collect();
+    let v6: Vec<(ObjectKey, String, IpAddr)> = lab
+        .pods
+        .iter()
+        .filter_map(|p| p.addr6.map(|a| (p.key.clone(), p.netns.clone(), IpAddr::V6(a))))
+        .collect();
     let node_pending: Vec<(String, String, Pending)> = node_pairs(lab)
         .into_iter()
         .map(|p| {
             let (netns, dst) = (p.netns, p.dst);
-            (p.from, p.to, std::thread::spawn(move || connects(&netns, dst, protocol, port, PROBE_TIMEOUT)))
+            (
+                p.from,
+                p.to,
+                std::thread::spawn(move || connects(&netns, dst, protocol, port, PROBE_TIMEOUT)),
+            )
         })
         .collect();
     let matrix = pairs(&v4, protocol, port)?;
-    let matrix6 = if v6.is_empty() { None } else { Some(pairs(&v6, protocol, port)?) };
+    let matrix6 = if v6.is_empty() {
+        None
+    } else {
+        Some(pairs(&v6, protocol, port)?)
+    };
     let mut node_probes = Vec::new();
     for (from, to, handle) in node_pending {
-        node_probes.push(NodeProbe { from, to, allowed: join(handle)? });
+        node_probes.push(NodeProbe {
+            from,
+            to,
+            allowed: join(handle)?,
+        });
     }
     drop(servers);
-    Ok(Observed { matrix, matrix6, node_probes })
+    Ok(Observed {
+        matrix,
+        matrix6,
+        node_probes,
+    })
 }
 
 /// The cells and node probes where the kernel disagrees with the compiled rulesets.
@@ -236,10 +283,15 @@ pub fn disagreements(
         };
         for (i, from) in matrix.pods.iter().enumerate() {
             for (j, to) in matrix.pods.iter().enumerate() {
-                let (Some(src), Some(dst)) = (addr_of(from), addr_of(to)) else { continue };
+                let (Some(src), Some(dst)) = (addr_of(from), addr_of(to)) else {
+                    continue;
+                };
                 let want = decide(src, dst);
                 if matrix.allowed[i][j] != want {
-                    out.push(format!("{from} -> {to}{family}: kernel {}, compiled {want}", matrix.allowed[i][j]));
+                    out.push(format!(
+                        "{from} -> {to}{family}: kernel {}, compiled {want}",
+                        matrix.allowed[i][j]
+                    ));
                 }
             }
         }
@@ -247,7 +299,10 @@ pub fn disagreements(
     for (pair, got) in node_pairs(lab).into_iter().zip(&observed.node_probes) {
         let want = decide(pair.src, pair.dst);
         if got.allowed != want {
-            out.push(format!("{} -> {}: kernel {}, compiled {want}", pair.from, pair.to, got.allowed));
+            out.push(format!(
+                "{} -> {}: kernel {}, compiled {want}",
+                pair.from, pair.to, got.allowed
+            ));
         }
     }
     out
