@@ -228,3 +228,41 @@ fn updates_between_probes_take_effect_on_the_kernel() {
     }
     assert!(n_steps >= 5, "{n_steps}");
 }
+
+#[test]
+fn dual_stack_pods_are_probed_over_both_families() {
+    require_root_and_nft();
+    let _turn = turn();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/semantics/ipblock-except-boundaries");
+    let out = Command::new(NETFENCE)
+        .args(["sandbox", dir.to_str().unwrap(), "--check"])
+        .output()
+        .expect("runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("agree on every probe"), "{stderr}");
+    // The IPv6 matrix: b's address is in the except range, so b -> web is denied, and the
+    // other pairs get through (the positive control, in the same run).
+    let v6 = stdout
+        .split("IPv6, the dual-stack pods:")
+        .nth(1)
+        .expect("an IPv6 matrix");
+    let rows: Vec<&str> = v6
+        .lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(rows.len(), 3, "{v6}");
+    assert!(
+        rows[1].contains("default/b") && rows[1].trim_end().ends_with(". . X"),
+        "{}",
+        rows[1]
+    );
+    assert!(rows[0].trim_end().ends_with(". . ."), "{}", rows[0]);
+    assert!(
+        stdout.contains("node node-1 -> default/web over IPv6: allowed"),
+        "{stdout}"
+    );
+}
