@@ -89,7 +89,8 @@ fn kernel_matches_every_truth_table() {
         n_tables >= 35 && n_allowed > 100 && n_denied > 50,
         "{n_tables} tables, {n_allowed} allowed, {n_denied} denied"
     );
-    assert!(skipped.is_empty() || skipped.len() < 5, "{skipped:?}");
+    // SCTP tables are left to the evaluators, the tracer and `nft -c` (no SCTP sockets here).
+    assert!(skipped.iter().all(|t| t.contains(" SCTP/")), "{skipped:?}");
     assert!(sandbox_namespaces(std::process::id()).is_empty());
 }
 
