@@ -2,12 +2,12 @@
 //! `compile` output is a reviewed snapshot per node that `nft -c -f` accepts, and `matrix
 //! --check` agrees on the property-test generator's clusters written as `kind: List` files.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use netfence_tests::fixture;
 use netfence_tests::gen;
+use netfence_tests::netns::nft_check;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Value};
@@ -83,27 +83,6 @@ fn snapshot(path: &Path, actual: &str) -> Result<(), String> {
             "{} differs from the compile output (review, then UPDATE_EXPECT=1)",
             path.display()
         ))
-    }
-}
-
-fn nft_check(script: &str) -> Result<(), String> {
-    let mut child = Command::new("nft")
-        .args(["-c", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("nft: {e}"))?;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(script.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
 

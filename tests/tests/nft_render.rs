@@ -3,40 +3,16 @@
 //! truth table says, and the demo's script is a reviewed snapshot.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use expect_test::expect_file;
+use netfence_tests::netns::nft_check;
 use netfence_tests::{fixture, topology};
 use nft_backend::{build::build, render::render, trace};
 use policy_compiler::compile_all;
 
 fn fixtures_root() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
-}
-
-/// Runs `nft -c -f -` on a script; `Err` with nft's message when it refuses.
-fn nft_check(script: &str) -> Result<(), String> {
-    let mut child = Command::new("nft")
-        .args(["-c", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run nft (CI installs the nftables package): {e}"))?;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(script.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
 }
 
 #[test]
