@@ -7,8 +7,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use netfence_cli::sandbox::{lab::Lab, run};
 use netfence_tests::fixture;
 use netfence_tests::netns::require_root_and_nft;
+use policy_compiler::Protocol;
 use serde_json::{json, Value};
 
 const NETFENCE: &str = env!("CARGO_BIN_EXE_netfence");
@@ -42,6 +44,22 @@ fn kernel_matches_every_truth_table() {
     let mut skipped = Vec::new();
     for dir in fixture::discover(&root) {
         let fx = fixture::load(&dir).expect("fixture");
+        // The positive control for every denied cell below: with the policies taken away, every
+        // pair of these pods connects on these namespaces, so a denial is policy, not plumbing.
+        let mut open = fx.input.snapshot.clone();
+        open.policies.clear();
+        run::address_nodes(&mut open);
+        let lab = Lab::build(&open, &format!("nfsb{}o", std::process::id())).expect("lab");
+        lab.program(&open).expect("programmed");
+        for protocol in [Protocol::Tcp, Protocol::Udp] {
+            let observed = run::probe_all(&lab, &open, protocol, 80).expect("probes");
+            assert!(
+                observed.matrix.allowed.iter().flatten().all(|a| *a),
+                "{}: without policy, {protocol} does not connect",
+                dir.display()
+            );
+        }
+        drop(lab);
         for table in &fx.expect.tables {
             if table.protocol == "SCTP" {
                 skipped.push(format!("{} SCTP/{}", dir.display(), table.port));
@@ -164,14 +182,7 @@ fn kept_namespaces_are_listed_and_cleaned_up() {
 #[test]
 fn without_root_it_says_what_it_needs() {
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/demo");
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(NETFENCE)
+    let out = netfence_tests::netns::unprivileged(NETFENCE)
         .args(["sandbox", demo.to_str().unwrap()])
         .output()
         .expect("setpriv (util-linux) runs");
@@ -188,8 +199,6 @@ fn without_root_it_says_what_it_needs() {
 /// again.
 #[test]
 fn updates_between_probes_take_effect_on_the_kernel() {
-    use netfence_cli::sandbox::{lab::Lab, run};
-    use policy_compiler::Protocol;
     require_root_and_nft();
     let _turn = turn();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");

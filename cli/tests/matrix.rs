@@ -177,14 +177,7 @@ fn other_kinds_are_skipped_with_a_warning() {
 #[test]
 fn apply_without_cap_net_admin_says_so() {
     let demo = fixtures().join("demo");
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(env!("CARGO_BIN_EXE_netfence"))
+    let out = netfence_tests::netns::unprivileged(env!("CARGO_BIN_EXE_netfence"))
         .args(["apply", demo.to_str().unwrap(), "--node", "node-1"])
         .output()
         .expect("setpriv (util-linux) runs");
@@ -193,14 +186,7 @@ fn apply_without_cap_net_admin_says_so() {
     assert!(stderr.contains("CAP_NET_ADMIN"), "{stderr}");
     assert!(out.stdout.is_empty());
     // Without privileges a dry run still works: it compiles and shows what it would send.
-    let dry = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(env!("CARGO_BIN_EXE_netfence"))
+    let dry = netfence_tests::netns::unprivileged(env!("CARGO_BIN_EXE_netfence"))
         .args(["apply", demo.to_str().unwrap(), "--node", "node-1", "--dry-run"])
         .output()
         .expect("setpriv runs");
