@@ -33,16 +33,28 @@ fn ms(s: f64) -> f64 {
     s * 1e3
 }
 
-/// (wall, system) seconds of one netlink full apply, in the namespace.
-fn netlink_full(ns: &Netns, table: &nft_backend::nft::Table) -> (f64, f64) {
+/// (wall, system) seconds of one netlink full apply, in the namespace: on a socket opened for
+/// it and closed after it (as `nft -f` does; the close waits for the kernel to release the old
+/// table), and on a session held open from earlier (as the agent does).
+fn netlink_full(ns: &Netns, table: &nft_backend::nft::Table) -> [(f64, f64); 2] {
     let table = table.clone();
     in_netns(&ns.name, move || {
-        let before = getrusage(UsageWho::RUSAGE_THREAD).expect("rusage");
-        let start = Instant::now();
-        netlink::apply_full(&table).expect("netlink apply");
-        let wall = start.elapsed().as_secs_f64();
-        let after = getrusage(UsageWho::RUSAGE_THREAD).expect("rusage");
-        (wall, secs(after.system_time()) - secs(before.system_time()))
+        let measure = |f: &mut dyn FnMut()| {
+            let before = getrusage(UsageWho::RUSAGE_THREAD).expect("rusage");
+            let start = Instant::now();
+            f();
+            let wall = start.elapsed().as_secs_f64();
+            let after = getrusage(UsageWho::RUSAGE_THREAD).expect("rusage");
+            (wall, secs(after.system_time()) - secs(before.system_time()))
+        };
+        let own = measure(&mut || {
+            netlink::apply_full(&table).expect("netlink apply");
+        });
+        let mut session = netlink::Session::open().expect("session");
+        let held = measure(&mut || {
+            session.apply_full(&table).expect("netlink apply");
+        });
+        [own, held]
     })
     .expect("namespace")
 }
@@ -57,65 +69,12 @@ fn nft_file(ns: &Netns, path: &str) -> (f64, f64) {
     (wall, secs(after.system_time()) - secs(before.system_time()))
 }
 
-fn main() {
-    require_root_and_nft();
-    let ns = Netns::new("bench");
-    println!("Full programming, median of {RUNS} runs; times in ms.");
-    println!("| set elements | netlink wall | netlink system | nft -f wall | nft -f system | netlink / nft -f | kernel share of netlink |");
-    println!("|---|---|---|---|---|---|---|");
-    for n_pods in [1_000usize, 10_000, 100_000] {
-        let snap = synth::flat(n_pods, 100);
-        let table = build(&policy_compiler::compile(&snap, &synth::node_name(0)).0);
-        let path = std::env::temp_dir().join(format!("netfence-bench-{}-{n_pods}.nft", std::process::id()));
-        std::fs::write(&path, render(&table)).expect("script written");
-        let path = path.to_str().expect("utf-8 path").to_string();
-        let (mut nl, mut nl_sys, mut nf, mut nf_sys) = (vec![], vec![], vec![], vec![]);
-        for _ in 0..RUNS {
-            let (w, s) = netlink_full(&ns, &table);
-            nl.push(w);
-            nl_sys.push(s);
-            let (w, s) = nft_file(&ns, &path);
-            nf.push(w);
-            nf_sys.push(s);
-        }
-        std::fs::remove_file(&path).expect("script removed");
-        let (nl, nl_sys, nf, nf_sys) = (median(nl), median(nl_sys), median(nf), median(nf_sys));
-        println!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} |",
-            table.n_elements(),
-            ms(nl),
-            ms(nl_sys),
-            ms(nf),
-            ms(nf_sys),
-            nl / nf,
-            nl_sys / nl
-        );
-    }
-
-    // One pod added, relabelled, deleted, on a table of about 100k elements: the compiler's
-    // update, the table built from the IR, the difference, and the acknowledged transaction.
-    let node = synth::node_name(0);
-    let mut snap = synth::flat(100_000, 100);
-    // Relabelled pods move to another allow-set: the ones `app=moved` selects.
-    let moved = policy_compiler::model::Policy {
-        key: policy_compiler::ObjectKey::new("ns-0", "moved-pods"),
-        pod_selector: policy_compiler::selector::Selector::parse([("app", "moved")], []).expect("selector"),
-        directions: policy_compiler::model::Directions {
-            ingress: true,
-            egress: true,
-        },
-        body: policy_compiler::model::PolicyBody::Valid {
-            ingress: vec![],
-            egress: vec![],
-        },
-    };
-    snap.policies.insert(moved.key.clone(), moved);
-    let mut compiler = Compiler::new(&node, snap.clone());
+/// Adds, relabels and deletes one local pod 21 times; per change the times from the compiler's
+/// update to the acknowledged transaction, and of the difference and transaction alone.
+fn incremental(mut compiler: Compiler) -> (usize, Vec<(&'static str, Vec<f64>, Vec<f64>)>) {
+    let mut session = netlink::Session::open().expect("session");
     let mut applied = build(compiler.ruleset());
-    let table = applied.clone();
-    in_netns(&ns.name, move || netlink::apply_full(&table).map(|_| ()))
-        .expect("ns")
-        .expect("apply");
+    session.apply_full(&applied).expect("apply");
     let n_elements = applied.n_elements();
     let mut rows: Vec<(&str, Vec<f64>, Vec<f64>)> = vec![
         ("add", vec![], vec![]),
@@ -141,19 +100,79 @@ fn main() {
             let start = Instant::now();
             change(&mut compiler);
             let new = build(compiler.ruleset());
-            let old = std::mem::replace(&mut applied, new.clone());
-            let (send, report) = in_netns(&ns.name, move || {
-                let t = Instant::now();
-                let r = netlink::apply_diff(&old, &new).expect("diff apply");
-                (t.elapsed(), r)
-            })
-            .expect("ns");
+            let t = Instant::now();
+            let report = session.apply_diff(&applied, &new).expect("diff apply");
+            let send: Duration = t.elapsed();
             let total: Duration = start.elapsed();
+            applied = new;
             assert!(report.n_messages > 0, "the change reached the kernel");
             row.1.push(total.as_secs_f64());
             row.2.push(send.as_secs_f64());
         }
     }
+    (n_elements, rows)
+}
+
+fn main() {
+    require_root_and_nft();
+    let ns = Netns::new("bench");
+    println!("Full programming, median of {RUNS} runs; times in ms.");
+    println!("| set elements | netlink wall, socket closed | netlink wall, session held | netlink system | nft -f wall | nft -f system | netlink / nft -f, socket closed | netlink / nft -f, session held | kernel share of netlink |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for n_pods in [1_000usize, 10_000, 100_000] {
+        let snap = synth::flat(n_pods, 100);
+        let table = build(&policy_compiler::compile(&snap, &synth::node_name(0)).0);
+        let path = std::env::temp_dir().join(format!("netfence-bench-{}-{n_pods}.nft", std::process::id()));
+        std::fs::write(&path, render(&table)).expect("script written");
+        let path = path.to_str().expect("utf-8 path").to_string();
+        let (mut nl, mut held, mut nl_sys, mut nf, mut nf_sys) = (vec![], vec![], vec![], vec![], vec![]);
+        for _ in 0..RUNS {
+            let [(w, s), (h, _)] = netlink_full(&ns, &table);
+            nl.push(w);
+            held.push(h);
+            nl_sys.push(s);
+            let (w, s) = nft_file(&ns, &path);
+            nf.push(w);
+            nf_sys.push(s);
+        }
+        std::fs::remove_file(&path).expect("script removed");
+        let (nl, held, nl_sys) = (median(nl), median(held), median(nl_sys));
+        let (nf, nf_sys) = (median(nf), median(nf_sys));
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |",
+            table.n_elements(),
+            ms(nl),
+            ms(held),
+            ms(nl_sys),
+            ms(nf),
+            ms(nf_sys),
+            nl / nf,
+            held / nf,
+            nl_sys / nl
+        );
+    }
+
+    // One pod added, relabelled, deleted, on a table of about 100k elements: the compiler's
+    // update, the table built from the IR, the difference, and the acknowledged transaction.
+    let node = synth::node_name(0);
+    let mut snap = synth::flat(100_000, 100);
+    // Relabelled pods move to another allow-set: the ones `app=moved` selects.
+    let moved = policy_compiler::model::Policy {
+        key: policy_compiler::ObjectKey::new("ns-0", "moved-pods"),
+        pod_selector: policy_compiler::selector::Selector::parse([("app", "moved")], []).expect("selector"),
+        directions: policy_compiler::model::Directions {
+            ingress: true,
+            egress: true,
+        },
+        body: policy_compiler::model::PolicyBody::Valid {
+            ingress: vec![],
+            egress: vec![],
+        },
+    };
+    snap.policies.insert(moved.key.clone(), moved);
+    let compiler = Compiler::new(&node, snap.clone());
+    // The compiler, the builder and one held session, in the namespace: the agent's writer.
+    let (n_elements, rows) = in_netns(&ns.name, move || incremental(compiler)).expect("namespace");
     println!();
     println!(
         "Incremental change of one local pod at {n_elements} elements, median and max of 21; times in ms."

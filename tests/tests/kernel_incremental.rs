@@ -32,21 +32,29 @@ fn incremental_streams_end_where_a_full_apply_ends() {
         let node = if case % 2 == 0 { "node-0" } else { "node-1" };
         let mut mirror = start.clone();
         let mut compiler = Compiler::new(node, start);
-        let mut applied = build(compiler.ruleset());
-        let table = applied.clone();
-        incremental
-            .run(move || netlink::apply_full(&table).map(|_| ()))
-            .expect("first full apply");
+        let mut tables = vec![build(compiler.ruleset())];
         for op in &ops {
             apply(op, &next, &mut mirror, &mut compiler);
-            let wanted = build(compiler.ruleset());
-            let (old, new) = (applied.clone(), wanted.clone());
-            incremental
-                .run(move || netlink::apply_diff(&old, &new).and_then(|_| netlink::verify(&new)))
-                .unwrap_or_else(|e| panic!("case {case}, after {op:?}: {e}"));
-            applied = wanted;
-            n_steps += 1;
+            tables.push(build(compiler.ruleset()));
         }
+        n_steps += ops.len();
+        // The whole stream goes through one session, as the agent's writer sends it.
+        let stream = ops.clone();
+        incremental
+            .run(move || -> Result<(), String> {
+                let mut session = netlink::Session::open().map_err(|e| e.to_string())?;
+                session
+                    .apply_full(&tables[0])
+                    .map_err(|e| format!("first full apply: {e}"))?;
+                for (pair, op) in tables.windows(2).zip(&stream) {
+                    session
+                        .apply_diff(&pair[0], &pair[1])
+                        .and_then(|_| session.verify(&pair[1]))
+                        .map_err(|e| format!("after {op:?}: {e}"))?;
+                }
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("case {case}: {e}"));
         let fresh = build(&policy_compiler::compile(&mirror, node).0);
         full.run(move || netlink::apply_full(&fresh).map(|_| ()))
             .expect("full apply");

@@ -23,7 +23,7 @@ use objects::{
 };
 use rules::rule_message;
 
-pub use read::{expected, read, ChainListing, ElementListing, Listing, SetListing};
+pub use read::{expected, ChainListing, ElementListing, Listing, SetListing};
 
 /// What failed, in which phase, and whether trying again may help.
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +169,7 @@ fn plan_messages(plan: &Plan) -> Result<Vec<Message>, NetlinkError> {
 /// with a chain name, under 100 bytes), or one rule.
 const MESSAGE_BOUND: u32 = 64 * 1024;
 
-fn transact(messages: &[Message]) -> Result<(), NetlinkError> {
+fn transact(socket: &mnl::Socket, messages: &[Message]) -> Result<(), NetlinkError> {
     // The whole batch must go out in one send: the kernel reads one send as one transaction,
     // and a batch split over pages would reach it as several. So one page holds it all.
     let n = u32::try_from(messages.len() + 2).unwrap_or(u32::MAX);
@@ -184,58 +184,139 @@ fn transact(messages: &[Message]) -> Result<(), NetlinkError> {
             "the batch did not fit one buffer",
         )));
     }
-    send(&batch, messages)
+    send(socket, &batch, messages)
 }
 
-/// Replaces `table inet netfence` with `table` in one transaction.
-pub fn apply_full(table: &Table) -> Result<ApplyReport, NetlinkError> {
-    let start = Instant::now();
-    let messages = full_messages(table)?;
-    transact(&messages)?;
-    Ok(ApplyReport {
-        n_messages: messages.len(),
-        n_elements: table.n_elements(),
-        elapsed: start.elapsed(),
-    })
+/// One netfilter socket, kept open across transactions.
+///
+/// Closing a netfilter socket makes the kernel wait for the previous transactions' objects to
+/// be released (an RCU grace period, 10 to 20 ms on this machine) when any were removed: a
+/// transaction that deletes one set element is acknowledged in microseconds, but the close
+/// that follows blocks. A writer that holds one session pays that wait never; the free
+/// functions below open a session per call and pay it once, when it is dropped.
+///
+/// The socket belongs to the network namespace it was opened in. After an error the socket
+/// may hold unread acknowledgements, so it is dropped and the next call opens a fresh one.
+pub struct Session {
+    socket: Option<mnl::Socket>,
 }
 
-/// Turns the kernel's table from `old` (what was applied last) into `new` with only the
-/// differences, in one transaction. An empty difference sends nothing.
-pub fn apply_diff(old: &Table, new: &Table) -> Result<ApplyReport, NetlinkError> {
-    let start = Instant::now();
-    let plan = diff(old, new);
-    if plan.is_empty() {
-        return Ok(ApplyReport {
-            n_messages: 0,
-            n_elements: 0,
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("open", &self.socket.is_some())
+            .finish()
+    }
+}
+
+impl Session {
+    /// A session in the calling thread's network namespace.
+    pub fn open() -> Result<Session, NetlinkError> {
+        Ok(Session {
+            socket: Some(open_socket()?),
+        })
+    }
+
+    /// Runs `f` on the socket; an error discards the socket (it may hold unread replies).
+    fn with<T>(
+        &mut self,
+        f: impl FnOnce(&mnl::Socket) -> Result<T, NetlinkError>,
+    ) -> Result<T, NetlinkError> {
+        let socket = match self.socket.take() {
+            Some(socket) => socket,
+            None => open_socket()?,
+        };
+        let result = f(&socket);
+        if result.is_ok() {
+            self.socket = Some(socket);
+        }
+        result
+    }
+
+    /// Replaces `table inet netfence` with `table` in one transaction.
+    pub fn apply_full(&mut self, table: &Table) -> Result<ApplyReport, NetlinkError> {
+        let start = Instant::now();
+        let messages = full_messages(table)?;
+        self.with(|socket| transact(socket, &messages))?;
+        Ok(ApplyReport {
+            n_messages: messages.len(),
+            n_elements: table.n_elements(),
             elapsed: start.elapsed(),
-        });
+        })
     }
-    let messages = plan_messages(&plan)?;
-    transact(&messages)?;
-    Ok(ApplyReport {
-        n_messages: messages.len(),
-        n_elements: plan.n_element_changes(),
-        elapsed: start.elapsed(),
-    })
+
+    /// Turns the kernel's table from `old` (what was applied last) into `new` with only the
+    /// differences, in one transaction. An empty difference sends nothing.
+    pub fn apply_diff(&mut self, old: &Table, new: &Table) -> Result<ApplyReport, NetlinkError> {
+        let start = Instant::now();
+        let plan = diff(old, new);
+        if plan.is_empty() {
+            return Ok(ApplyReport {
+                n_messages: 0,
+                n_elements: 0,
+                elapsed: start.elapsed(),
+            });
+        }
+        let messages = plan_messages(&plan)?;
+        self.with(|socket| transact(socket, &messages))?;
+        Ok(ApplyReport {
+            n_messages: messages.len(),
+            n_elements: plan.n_element_changes(),
+            elapsed: start.elapsed(),
+        })
+    }
+
+    /// What the kernel holds of `table inet netfence`; `None` when there is no such table.
+    pub fn read(&mut self) -> Result<Option<Listing>, NetlinkError> {
+        self.with(read::read)
+    }
+
+    /// Reads the table back and compares it with what `table` should have made of it.
+    pub fn verify(&mut self, table: &Table) -> Result<(), NetlinkError> {
+        let want = expected(table)?;
+        match self.read()? {
+            None => Err(NetlinkError::Mismatch(format!(
+                "table inet {} is missing",
+                crate::TABLE
+            ))),
+            Some(got) if got == want => Ok(()),
+            Some(got) => Err(NetlinkError::Mismatch(want.differences(&got).join("; "))),
+        }
+    }
+
+    /// Removes `table inet netfence` (nothing else), if it exists.
+    pub fn delete_table(&mut self) -> Result<(), NetlinkError> {
+        self.with(|socket| transact(socket, &[Message::table(false), Message::table(true)]))
+    }
 }
 
-/// Reads the table back and compares it with what `table` should have made of it.
+/// [`Session::apply_full`] on a session of its own.
+pub fn apply_full(table: &Table) -> Result<ApplyReport, NetlinkError> {
+    Session::open()?.apply_full(table)
+}
+
+/// [`Session::apply_diff`] on a session of its own.
+pub fn apply_diff(old: &Table, new: &Table) -> Result<ApplyReport, NetlinkError> {
+    Session::open()?.apply_diff(old, new)
+}
+
+/// [`Session::verify`] on a session of its own.
 pub fn verify(table: &Table) -> Result<(), NetlinkError> {
-    let want = expected(table)?;
-    match read()? {
-        None => Err(NetlinkError::Mismatch(format!(
-            "table inet {} is missing",
-            crate::TABLE
-        ))),
-        Some(got) if got == want => Ok(()),
-        Some(got) => Err(NetlinkError::Mismatch(want.differences(&got).join("; "))),
-    }
+    Session::open()?.verify(table)
 }
 
-/// Removes `table inet netfence` (nothing else), if it exists.
+/// [`Session::read`] on a session of its own.
+pub fn read() -> Result<Option<Listing>, NetlinkError> {
+    Session::open()?.read()
+}
+
+/// [`Session::delete_table`] on a session of its own.
 pub fn delete_table() -> Result<(), NetlinkError> {
-    transact(&[Message::table(false), Message::table(true)])
+    Session::open()?.delete_table()
+}
+
+fn open_socket() -> Result<mnl::Socket, NetlinkError> {
+    mnl::Socket::new(mnl::Bus::Netfilter).map_err(NetlinkError::Socket)
 }
 
 /// Sizes the socket's buffers for one batch: the whole batch goes out in one send (one
@@ -266,11 +347,10 @@ fn size_buffers(socket: &mnl::Socket, batch_bytes: usize, n_acks: usize) -> io::
     Ok(())
 }
 
-fn send(batch: &FinalizedBatch, messages: &[Message]) -> Result<(), NetlinkError> {
-    let socket = mnl::Socket::new(mnl::Bus::Netfilter).map_err(NetlinkError::Socket)?;
+fn send(socket: &mnl::Socket, batch: &FinalizedBatch, messages: &[Message]) -> Result<(), NetlinkError> {
     let portid = socket.portid();
     let batch_bytes: usize = batch.iter().map(<[u8]>::len).sum();
-    size_buffers(&socket, batch_bytes, messages.len() + 2).map_err(NetlinkError::Socket)?;
+    size_buffers(socket, batch_bytes, messages.len() + 2).map_err(NetlinkError::Socket)?;
     socket.send_all(batch).map_err(NetlinkError::Send)?;
     // An aligned buffer, as libmnl requires for the headers it reads.
     let mut words = vec![0u64; nftnl::nft_nlmsg_maxsize() as usize / 8];

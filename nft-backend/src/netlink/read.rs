@@ -240,8 +240,7 @@ fn on_message(nlh: &libc::nlmsghdr, dump: &mut Dump) -> libc::c_int {
 }
 
 /// Sends one dump request and collects the replies. `Ok(false)` when the table does not exist.
-fn dump(kind: i32, set: Option<&str>, out: &mut Dump) -> Result<bool, NetlinkError> {
-    let socket = mnl::Socket::new(mnl::Bus::Netfilter).map_err(NetlinkError::Socket)?;
+fn dump(socket: &mnl::Socket, kind: i32, set: Option<&str>, out: &mut Dump) -> Result<bool, NetlinkError> {
     let portid = socket.portid();
     let table = CString::new(TABLE).expect("constant name");
     // An aligned buffer, as libmnl requires for the headers it reads.
@@ -296,9 +295,9 @@ fn dump(kind: i32, set: Option<&str>, out: &mut Dump) -> Result<bool, NetlinkErr
 }
 
 /// What the kernel holds of `table inet netfence`; `None` when there is no such table.
-pub fn read() -> Result<Option<Listing>, NetlinkError> {
+pub(super) fn read(socket: &mnl::Socket) -> Result<Option<Listing>, NetlinkError> {
     let mut chains = Dump::Chains(Vec::new());
-    if !dump(libc::NFT_MSG_GETCHAIN, None, &mut chains)? {
+    if !dump(socket, libc::NFT_MSG_GETCHAIN, None, &mut chains)? {
         return Ok(None);
     }
     // Our table always has its base chains; a dump without any means there is no table.
@@ -318,18 +317,18 @@ pub fn read() -> Result<Option<Listing>, NetlinkError> {
         }
     }
     let mut rules = Dump::Rules(Vec::new());
-    dump(libc::NFT_MSG_GETRULE, None, &mut rules)?;
+    dump(socket, libc::NFT_MSG_GETRULE, None, &mut rules)?;
     if let Dump::Rules(list) = rules {
         for (chain, comment) in list {
             listing.chains.entry(chain).or_default().rules.push(comment);
         }
     }
     let mut sets = Dump::Sets(Vec::new());
-    dump(libc::NFT_MSG_GETSET, None, &mut sets)?;
+    dump(socket, libc::NFT_MSG_GETSET, None, &mut sets)?;
     if let Dump::Sets(list) = sets {
         for (name, comment) in list.into_iter().filter(|(n, _)| !n.starts_with("__set")) {
             let mut elements = Dump::Elements(BTreeSet::new());
-            dump(libc::NFT_MSG_GETSETELEM, Some(&name), &mut elements)?;
+            dump(socket, libc::NFT_MSG_GETSETELEM, Some(&name), &mut elements)?;
             if let Dump::Elements(elements) = elements {
                 listing.sets.insert(name, SetListing { comment, elements });
             }
