@@ -17,6 +17,9 @@ use policy_compiler::Compiler;
 
 const RUNS: usize = 5;
 
+/// A change's name, its times from the update, and its diff-and-transaction times.
+type Row = (&'static str, Vec<f64>, Vec<f64>);
+
 /// One change to the cluster, applied to the compiler.
 type Change = Box<dyn Fn(&mut Compiler)>;
 
@@ -71,12 +74,12 @@ fn nft_file(ns: &Netns, path: &str) -> (f64, f64) {
 
 /// Adds, relabels and deletes one local pod 21 times; per change the times from the compiler's
 /// update to the acknowledged transaction, and of the difference and transaction alone.
-fn incremental(mut compiler: Compiler) -> (usize, Vec<(&'static str, Vec<f64>, Vec<f64>)>) {
+fn incremental(mut compiler: Compiler) -> (usize, Vec<Row>) {
     let mut session = netlink::Session::open().expect("session");
     let mut applied = build(compiler.ruleset());
     session.apply_full(&applied).expect("apply");
     let n_elements = applied.n_elements();
-    let mut rows: Vec<(&str, Vec<f64>, Vec<f64>)> = vec![
+    let mut rows: Vec<Row> = vec![
         ("add", vec![], vec![]),
         ("relabel", vec![], vec![]),
         ("delete", vec![], vec![]),
