@@ -1,31 +1,137 @@
-//! `netfence-agent`: the node agent. This first version reads and checks its configuration; the
-//! watchers and the writer come with the agent issue (see ARCHITECTURE.md).
+//! `netfence-agent`: the node agent. Watchers feed one writer thread, the only code that
+//! touches netfilter; an HTTP endpoint serves the probes and the metrics (see ARCHITECTURE.md).
 
 mod config;
+mod http;
+mod index;
+mod metrics;
+mod watch;
+mod writer;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tokio::signal::unix::{signal, SignalKind};
+
+use config::{Config, LogFormat};
+use index::Kind;
+use metrics::Metrics;
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn client(config: &Config) -> Result<kube::Client, String> {
+    let kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let file =
+                Kubeconfig::read_from(path).map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| format!("no in-cluster service account and no kubeconfig: {e}"))?,
+    };
+    kube::Client::try_from(kube_config).map_err(|e| format!("API client: {e}"))
+}
+
+async fn run(config: Config, node: String) -> Result<(), String> {
+    let metrics = Arc::new(Metrics::default());
+    let listener = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .map_err(|e| format!("cannot serve metrics on {}: {e}", config.metrics_addr))?;
+    let client = client(&config).await?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer_metrics = Arc::clone(&metrics);
+    let coalesce = config.coalesce();
+    let writer_node = node.clone();
+    std::thread::Builder::new()
+        .name("writer".to_string())
+        .spawn(move || writer::run(&writer_node, rx, coalesce, writer_metrics))
+        .map_err(|e| format!("cannot start the writer: {e}"))?;
+    tokio::spawn(http::run(listener, Arc::clone(&metrics)));
+    for kind in Kind::ALL {
+        tokio::spawn(watch::watch(
+            client.clone(),
+            kind,
+            tx.clone(),
+            Arc::clone(&metrics),
+            config.max_backoff(),
+        ));
+    }
+    tracing::info!(node, metrics = %config.metrics_addr, coalesce_ms = config.coalesce_ms, "started");
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("stopping; table inet netfence stays in place (netfence-agent --uninstall removes it)");
+    Ok(())
+}
+
+fn uninstall() -> ExitCode {
+    match nft_backend::netlink::delete_table() {
+        Ok(()) => {
+            tracing::info!("table inet netfence removed");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot remove table inet netfence");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 fn main() -> ExitCode {
-    let config = match config::Config::try_parse() {
+    let config = match Config::try_parse() {
         Ok(config) => config,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    match config.validate() {
+    if let Err(reason) = config.validate() {
+        eprintln!("netfence-agent: error: {reason}");
+        return ExitCode::from(2);
+    }
+    init_logs(config.log_format);
+    if config.uninstall {
+        return uninstall();
+    }
+    let node = config.node_name.clone().unwrap_or_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("netfence-agent: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, node)) {
         Ok(()) => {
-            eprintln!(
-                "netfence-agent: configuration for node {} is valid; watching the cluster is not built yet, exiting",
-                config.node_name
-            );
-            ExitCode::from(1)
+            // The writer thread may be inside a wait; the rules stay as they are.
+            runtime.shutdown_background();
+            ExitCode::SUCCESS
         }
         Err(reason) => {
-            eprintln!("netfence-agent: error: {reason}");
-            ExitCode::from(2)
+            tracing::error!("{reason}");
+            ExitCode::FAILURE
         }
     }
 }

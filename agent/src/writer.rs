@@ -1,0 +1,241 @@
+//! The single writer: the only code of the agent that touches netfilter.
+//!
+//! A thread of its own owns the index and one netlink session. It waits for a change, gathers
+//! the burst that follows for at most the coalescing delay (counted from the burst's first
+//! event, so a steady stream never postpones programming indefinitely), applies the burst to
+//! the index, and, once every watch has synced, sends the difference between the new table and
+//! the applied one as one transaction. The first transaction after start replaces whatever
+//! table a previous agent left (kept in place until then: fail static). A refused transaction
+//! leaves the previous table in the kernel; it is retried with backoff as a full replace.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nft_backend::build::build;
+use nft_backend::netlink::{NetlinkError, Session};
+use nft_backend::nft::Table;
+
+use crate::index::{Change, Index};
+use crate::metrics::Metrics;
+
+/// A change and when its watch event arrived.
+#[derive(Debug)]
+pub struct Stamped {
+    pub change: Change,
+    pub received: Instant,
+}
+
+/// How long the table must stay unchanged before it is read back after incremental applies.
+const VERIFY_AFTER_IDLE: Duration = Duration::from_millis(500);
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct Writer {
+    index: Index,
+    session: Option<Session>,
+    metrics: Arc<Metrics>,
+    /// What the kernel holds of our table, as far as we applied it; `None` until the first
+    /// full apply and after any failure (the next apply replaces the whole table).
+    applied: Option<Table>,
+    /// Arrival times of the events not yet enforced.
+    waiting: Vec<Instant>,
+    /// Incremental applies since the last read-back.
+    unverified: bool,
+    retry: Option<(Instant, Duration)>,
+}
+
+/// Runs the writer until the channel closes.
+pub fn run(node: &str, changes: Receiver<Stamped>, coalesce: Duration, metrics: Arc<Metrics>) {
+    let mut w = Writer {
+        index: Index::new(node),
+        session: None,
+        metrics,
+        applied: None,
+        waiting: Vec::new(),
+        unverified: false,
+        retry: None,
+    };
+    w.report_existing();
+    loop {
+        let wait = w
+            .next_deadline()
+            .map(|t| t.saturating_duration_since(Instant::now()));
+        let first = match wait {
+            None => changes.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(wait) => changes.recv_timeout(wait),
+        };
+        match first {
+            Ok(stamped) => {
+                let deadline = stamped.received + coalesce;
+                w.take(stamped);
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match changes.recv_timeout(left) {
+                        Ok(stamped) => w.take(stamped),
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                w.program();
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if w.retry.is_some_and(|(at, _)| Instant::now() >= at) {
+                    w.program();
+                } else if w.unverified {
+                    w.verify();
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+impl Writer {
+    fn take(&mut self, stamped: Stamped) {
+        self.index.apply(stamped.change);
+        self.waiting.push(stamped.received);
+    }
+
+    /// When the writer must act without a new event: a retry, or a read-back when idle.
+    fn next_deadline(&self) -> Option<Instant> {
+        match self.retry {
+            Some((at, _)) => Some(at),
+            None if self.unverified => Some(Instant::now() + VERIFY_AFTER_IDLE),
+            None => None,
+        }
+    }
+
+    fn session(&mut self) -> Result<&mut Session, NetlinkError> {
+        if self.session.is_none() {
+            self.session = Some(Session::open()?);
+        }
+        Ok(self.session.as_mut().expect("opened above"))
+    }
+
+    /// Says what a previous agent left in the kernel; it stays until the first apply.
+    fn report_existing(&mut self) {
+        match self.session().and_then(Session::read) {
+            Ok(Some(listing)) => tracing::info!(
+                sets = listing.sets.len(),
+                chains = listing.chains.len(),
+                "table inet netfence from a previous run stays in place until the watches sync"
+            ),
+            Ok(None) => {
+                tracing::info!("no table inet netfence yet; traffic is unpoliced until the watches sync")
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the existing table"),
+        }
+    }
+
+    fn program(&mut self) {
+        if !self.index.is_synced() {
+            return;
+        }
+        if !self.metrics.synced.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                pods = self.index.count(crate::index::Kind::Pod),
+                policies = self.index.count(crate::index::Kind::Policy),
+                namespaces = self.index.count(crate::index::Kind::Namespace),
+                nodes = self.index.count(crate::index::Kind::Node),
+                "every watch has synced"
+            );
+        }
+        let start = Instant::now();
+        let table = build(self.index.ruleset());
+        let full = self.applied.is_none();
+        let result = match self.applied.take() {
+            None => self
+                .session()
+                .and_then(|s| s.apply_full(&table).and_then(|r| s.verify(&table).map(|()| r))),
+            Some(old) => self.session().and_then(|s| s.apply_diff(&old, &table)),
+        };
+        match result {
+            Ok(report) => {
+                let now = Instant::now();
+                self.metrics.apply_duration.observe(now - start);
+                // The first apply enforces the initial lists: not events, so not latencies.
+                let started = self.metrics.generation.load(Ordering::Relaxed) > 0;
+                for received in self.waiting.drain(..) {
+                    if started {
+                        self.metrics.event_to_enforced.observe(now - received);
+                    }
+                }
+                if report.n_messages > 0 {
+                    let counter = if full {
+                        &self.metrics.applies_full
+                    } else {
+                        &self.metrics.applies_diff
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    let generation = self.metrics.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::debug!(
+                        generation,
+                        full,
+                        messages = report.n_messages,
+                        elements = report.n_elements,
+                        micros = report.elapsed.as_micros() as u64,
+                        "applied"
+                    );
+                }
+                self.metrics
+                    .elements
+                    .store(table.n_elements() as u64, Ordering::Relaxed);
+                let rules: usize = table.chains.iter().map(|c| c.rules.len()).sum();
+                self.metrics.rules.store(rules as u64, Ordering::Relaxed);
+                if full {
+                    tracing::info!(
+                        elements = table.n_elements(),
+                        rules,
+                        "table replaced and verified"
+                    );
+                    self.metrics.ready.store(true, Ordering::Relaxed);
+                } else if report.n_messages > 0 {
+                    self.unverified = true;
+                }
+                self.applied = Some(table);
+                self.retry = None;
+            }
+            Err(e) => {
+                self.metrics.apply_failures.fetch_add(1, Ordering::Relaxed);
+                self.metrics.ready.store(false, Ordering::Relaxed);
+                let backoff = self.retry.map_or(RETRY_FIRST, |(_, b)| (b * 2).min(RETRY_MAX));
+                tracing::error!(
+                    error = %e,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "transaction failed; the previous table stays in the kernel"
+                );
+                if !e.is_retryable() {
+                    // A fresh socket next time: the old one may be in any state.
+                    self.session = None;
+                }
+                self.retry = Some((Instant::now() + backoff, backoff));
+            }
+        }
+    }
+
+    /// Reads the table back after incremental applies; a difference means someone else changed
+    /// it, so the next apply replaces it whole.
+    fn verify(&mut self) {
+        let Some(table) = self.applied.take() else {
+            self.unverified = false;
+            return;
+        };
+        let result = self.session().and_then(|s| s.verify(&table));
+        self.unverified = false;
+        match result {
+            Ok(()) => {
+                self.metrics.ready.store(true, Ordering::Relaxed);
+                self.applied = Some(table);
+            }
+            Err(e) => {
+                self.metrics.verify_failures.fetch_add(1, Ordering::Relaxed);
+                self.metrics.ready.store(false, Ordering::Relaxed);
+                tracing::error!(error = %e, "the table in the kernel differs from the last apply; replacing it");
+                self.retry = Some((Instant::now(), RETRY_FIRST));
+            }
+        }
+    }
+}

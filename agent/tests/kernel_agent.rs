@@ -1,0 +1,315 @@
+//! Kernel test (root): the agent for one node runs in that node's namespace against the fake
+//! API server; the test changes the cluster through the server and probes real TCP traffic
+//! between pod namespaces. Policies created, changed and deleted, a pod and a namespace
+//! relabelled, the server going away and coming back, 410 Gone, the agent killed and
+//! restarted, a malformed object, readiness, metrics, SIGTERM and --uninstall. Every step
+//! that expects a denied flow also expects an allowed one between the same pods.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use common::{eventually, ingress_policy, namespace, node, pod, Agent};
+use netfence_cli::sandbox::lab::Lab;
+use netfence_cli::sandbox::probe::{tcp_connects, Servers};
+use netfence_tests::fakeapi::{get, FakeApi};
+use netfence_tests::netns::require_root_and_nft;
+use nix::sys::signal::Signal;
+use policy_compiler::Protocol;
+use serde_json::{json, Value};
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 10);
+const WEB: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 11);
+const OTHER: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 12);
+const METRICS: u16 = 19473;
+const CONVERGE: Duration = Duration::from_secs(10);
+
+struct World {
+    lab: Lab,
+    node_ns: String,
+}
+
+impl World {
+    fn ns_of(&self, key: &str) -> String {
+        self.lab
+            .pod(key)
+            .unwrap_or_else(|| panic!("pod {key}"))
+            .netns
+            .clone()
+    }
+
+    fn connects(&self, from: &str) -> bool {
+        tcp_connects(&self.ns_of(from), WEB, 80, Duration::from_millis(300)).expect("probe")
+    }
+
+    /// Waits until client→web and other→web are as expected, then checks them once more.
+    fn expect(&self, step: &str, client: bool, other: bool) {
+        let ok = eventually(CONVERGE, || {
+            self.connects("a/client") == client && self.connects("b/other") == other
+        });
+        assert!(
+            ok,
+            "{step}: want client→web {client}, other→web {other}; got {} and {}",
+            self.connects("a/client"),
+            self.connects("b/other")
+        );
+    }
+
+    /// The flows hold for a while: nothing changes them.
+    fn stays(&self, step: &str, client: bool, other: bool) {
+        for _ in 0..5 {
+            assert_eq!(self.connects("a/client"), client, "{step}: client→web");
+            assert_eq!(self.connects("b/other"), other, "{step}: other→web");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let (_, body) = get(&self.node_ns, METRICS, "/metrics").expect("metrics answer");
+        body.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} in {body}"))
+    }
+
+    fn readyz(&self) -> Option<u16> {
+        get(&self.node_ns, METRICS, "/readyz").map(|(code, _)| code)
+    }
+
+    fn has_table(&self) -> bool {
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.node_ns,
+                "nft",
+                "list",
+                "table",
+                "inet",
+                "netfence",
+            ])
+            .output()
+            .expect("nft runs")
+            .status
+            .success()
+    }
+}
+
+fn cluster() -> Vec<Value> {
+    vec![
+        namespace("a", json!({"team": "a"})),
+        namespace("b", json!({"team": "b"})),
+        node("node-0", "172.31.0.1"),
+        pod(
+            "a",
+            "client",
+            "node-0",
+            &CLIENT.to_string(),
+            json!({"app": "client"}),
+        ),
+        pod("a", "web", "node-0", &WEB.to_string(), json!({"app": "web"})),
+        pod(
+            "b",
+            "other",
+            "node-0",
+            &OTHER.to_string(),
+            json!({"app": "other"}),
+        ),
+    ]
+}
+
+fn lab() -> World {
+    let objects = cluster();
+    fn of<T: serde::de::DeserializeOwned>(objects: &[Value], kind: &str) -> Vec<T> {
+        let typed = objects.iter().filter(|o| o["kind"] == kind);
+        typed
+            .map(|v| serde_json::from_value(v.clone()).expect("object"))
+            .collect()
+    }
+    let (nss, pods, nodes) = (
+        of(&objects, "Namespace"),
+        of(&objects, "Pod"),
+        of(&objects, "Node"),
+    );
+    let (snapshot, diags) = policy_compiler::lower::snapshot(&nss, &pods, &[], &nodes);
+    assert!(diags.is_empty(), "{diags:?}");
+    let prefix = format!("nfag{}", std::process::id() % 10_000);
+    let lab = Lab::build(&snapshot, &prefix).expect("lab");
+    let node_ns = lab.nodes["node-0"].0.clone();
+    World { lab, node_ns }
+}
+
+fn web_from(from: Value) -> Value {
+    ingress_policy("a", "web", json!({"matchLabels": {"app": "web"}}), from)
+}
+
+#[test]
+fn agent_keeps_the_node_equal_to_the_cluster() {
+    require_root_and_nft();
+    let world = lab();
+    let mut servers = Servers::new();
+    servers
+        .listen(&world.ns_of("a/web"), WEB, Protocol::Tcp, 80)
+        .expect("server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut api = FakeApi::new();
+    for object in cluster() {
+        api.apply(object);
+    }
+    let port = api.listen(&world.node_ns);
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, FakeApi::kubeconfig(port)).expect("kubeconfig");
+    let log = dir.path().join("agent.log");
+
+    // Before the first sync: the API server is away, nothing is programmed, not ready.
+    api.stop();
+    let mut agent = Agent::start(&world.node_ns, "node-0", &kubeconfig, METRICS, &log);
+    assert!(
+        eventually(CONVERGE, || world.readyz().is_some()),
+        "the agent serves its probes"
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        world.readyz(),
+        Some(503),
+        "not ready before every watch has listed"
+    );
+    assert_eq!(world.metric("netfence_synced"), 0.0);
+    assert!(!world.has_table(), "nothing is programmed before the first sync");
+    assert_eq!(get(&world.node_ns, METRICS, "/healthz").map(|r| r.0), Some(200));
+    api.restart();
+    assert!(
+        eventually(CONVERGE, || world.readyz() == Some(200)),
+        "ready after the sync:\n{}",
+        agent.log_text()
+    );
+    assert!(world.has_table());
+    assert_eq!(world.metric("netfence_applies_total{mode=\"full\"}"), 1.0);
+    world.expect("no policy", true, true);
+
+    // A policy created, changed, then its namespace and pods relabelled, then deleted.
+    api.apply(web_from(
+        json!([{"podSelector": {"matchLabels": {"app": "client"}}}]),
+    ));
+    world.expect("policy created: client only", true, false);
+    api.apply(web_from(
+        json!([{"namespaceSelector": {"matchLabels": {"team": "b"}}}]),
+    ));
+    world.expect("policy changed: namespace team=b only", false, true);
+    api.apply(namespace("a", json!({"team": "b"})));
+    world.expect("namespace a relabelled team=b", true, true);
+    api.apply(namespace("a", json!({"team": "a"})));
+    world.expect("namespace a relabelled back", false, true);
+    let friends = json!([{"namespaceSelector": {}, "podSelector": {"matchLabels": {"role": "friend"}}}]);
+    api.apply(web_from(friends));
+    api.apply(pod(
+        "a",
+        "client",
+        "node-0",
+        &CLIENT.to_string(),
+        json!({"app": "client", "role": "friend"}),
+    ));
+    world.expect("client relabelled role=friend", true, false);
+    api.apply(pod(
+        "a",
+        "client",
+        "node-0",
+        &CLIENT.to_string(),
+        json!({"app": "client"}),
+    ));
+    api.apply(pod(
+        "b",
+        "other",
+        "node-0",
+        &OTHER.to_string(),
+        json!({"app": "other", "role": "friend"}),
+    ));
+    world.expect("friend label moved from client to other", false, true);
+    api.delete("NetworkPolicy", "a", "web");
+    world.expect("policy deleted", true, true);
+    let diffs = world.metric("netfence_applies_total{mode=\"diff\"}");
+    assert!(
+        diffs >= 7.0,
+        "every step was at least one incremental transaction: {diffs}"
+    );
+    assert!(world.metric("netfence_event_to_enforced_seconds_count") >= 9.0);
+
+    // The API server goes away: the rules stay; changes made meanwhile land when it returns.
+    api.apply(web_from(
+        json!([{"podSelector": {"matchLabels": {"app": "client"}}}]),
+    ));
+    world.expect("before the outage", true, false);
+    api.stop();
+    api.apply(web_from(
+        json!([{"namespaceSelector": {"matchLabels": {"team": "b"}}}]),
+    ));
+    world.stays("API server away", true, false);
+    assert_eq!(world.readyz(), Some(200), "the last ruleset is still enforced");
+    api.restart();
+    world.expect("API server back", false, true);
+    assert!(world.metric("netfence_watch_errors_total") >= 1.0);
+
+    // 410 Gone: history compacted and watches dropped; the agent lists again.
+    let lists = api.requests("networkpolicies", "list");
+    api.expire();
+    api.apply(web_from(
+        json!([{"podSelector": {"matchLabels": {"app": "client"}}}]),
+    ));
+    world.expect("after 410 Gone", true, false);
+    assert!(
+        api.requests("networkpolicies", "list") > lists,
+        "the agent listed again"
+    );
+
+    // The agent killed: the rules stay; a restarted agent converges.
+    assert_eq!(agent.signal(Signal::SIGKILL), None, "killed by the signal");
+    api.apply(web_from(
+        json!([{"namespaceSelector": {"matchLabels": {"team": "b"}}}]),
+    ));
+    world.stays("agent dead", true, false);
+    assert!(agent.log_text().contains("table replaced and verified"));
+    let mut agent = Agent::start(&world.node_ns, "node-0", &kubeconfig, METRICS, &log);
+    world.expect("agent restarted", false, true);
+    assert!(
+        agent.log_text().contains("from a previous run stays in place"),
+        "{}",
+        agent.log_text()
+    );
+
+    // A malformed object is logged and skipped; the rest is still enforced and still updated.
+    api.apply(
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "broken", "namespace": "a"},
+                     "spec": {"containers": "not a list"}}),
+    );
+    api.apply(web_from(
+        json!([{"podSelector": {"matchLabels": {"app": "client"}}}]),
+    ));
+    world.expect("after a malformed pod", true, false);
+    assert!(world.metric("netfence_malformed_objects_total") >= 1.0);
+    assert!(agent.log_text().contains("pods a/broken"), "{}", agent.log_text());
+
+    // SIGTERM leaves the rules; --uninstall removes them.
+    assert_eq!(agent.signal(Signal::SIGTERM), Some(0));
+    world.stays("agent stopped", true, false);
+    assert!(world.has_table());
+    let uninstall = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &world.node_ns,
+            env!("CARGO_BIN_EXE_netfence-agent"),
+            "--uninstall",
+        ])
+        .output()
+        .expect("uninstall runs");
+    assert!(
+        uninstall.status.success(),
+        "{}",
+        String::from_utf8_lossy(&uninstall.stderr)
+    );
+    assert!(String::from_utf8_lossy(&uninstall.stderr).contains("table inet netfence removed"));
+    assert!(!world.has_table());
+    world.expect("uninstalled: nothing policed", true, true);
+}
