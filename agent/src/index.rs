@@ -4,7 +4,7 @@
 //! them here and reads the compiled ruleset. The index keeps only lowered objects (the model's
 //! few fields per pod, namespace, policy and node), never the API objects themselves.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use policy_compiler::model::{Namespace, Node, Pod, Policy};
 use policy_compiler::{Compiler, ObjectKey, Ruleset, Snapshot};
@@ -79,16 +79,24 @@ pub enum Change {
     Apply(Object),
     /// An object was removed.
     Delete(Key),
-    /// A complete list of one kind (a watch's first list, or a re-list after 410 Gone):
-    /// it replaces every object of the kind, and marks the kind as synced.
-    Reset(Kind, Vec<Object>),
+    /// A complete list of one kind begins (a watch's first list, or a re-list after 410
+    /// Gone or a broken watch).
+    ListStart(Kind),
+    /// One object of that list: applied at once, so a list of 150k pods is never held twice.
+    Listed(Object),
+    /// The list is complete: objects of the kind it did not name are gone, and the kind is
+    /// synced.
+    ListDone(Kind),
 }
 
-/// The compiler and the keys it holds, per kind.
+/// The compiler, and what the lists under way have named.
 #[derive(Debug)]
 pub struct Index {
     compiler: Compiler,
-    keys: BTreeSet<Key>,
+    /// Per kind with a list under way: the keys it has named so far. Only a re-list needs
+    /// them (to drop what it no longer names); a kind's first list starts from nothing, so
+    /// its keys are not kept twice.
+    listing: BTreeMap<Kind, Option<BTreeSet<Key>>>,
     synced: BTreeSet<Kind>,
 }
 
@@ -96,7 +104,7 @@ impl Index {
     pub fn new(node: &str) -> Index {
         Index {
             compiler: Compiler::new(node, Snapshot::default()),
-            keys: BTreeSet::new(),
+            listing: BTreeMap::new(),
             synced: BTreeSet::new(),
         }
     }
@@ -106,32 +114,60 @@ impl Index {
         Kind::ALL.iter().all(|k| self.synced.contains(k))
     }
 
+    /// Whether a list is under way: until it completes, the index may still hold objects that
+    /// are gone, so the writer waits for it.
+    pub fn is_listing(&self) -> bool {
+        !self.listing.is_empty()
+    }
+
     pub fn ruleset(&self) -> &Ruleset {
         self.compiler.ruleset()
     }
 
+    /// The keys of every object of `kind` the index holds.
+    fn keys(&self, kind: Kind) -> Vec<Key> {
+        let c = &self.compiler;
+        match kind {
+            Kind::Namespace => c
+                .namespace_names()
+                .map(|n| Key::Namespace(n.to_string()))
+                .collect(),
+            Kind::Pod => c.pod_keys().map(|k| Key::Pod(k.clone())).collect(),
+            Kind::Policy => c.policy_keys().map(|k| Key::Policy(k.clone())).collect(),
+            Kind::Node => c.node_names().map(|n| Key::Node(n.to_string())).collect(),
+        }
+    }
+
     /// How many objects of `kind` the index holds.
     pub fn count(&self, kind: Kind) -> usize {
-        self.keys.iter().filter(|k| k.kind() == kind).count()
+        let c = &self.compiler;
+        match kind {
+            Kind::Namespace => c.namespace_names().count(),
+            Kind::Pod => c.pod_keys().count(),
+            Kind::Policy => c.policy_keys().count(),
+            Kind::Node => c.node_names().count(),
+        }
     }
 
     pub fn apply(&mut self, change: Change) {
         match change {
             Change::Apply(object) => self.put(object),
             Change::Delete(key) => self.remove(&key),
-            Change::Reset(kind, objects) => {
-                let listed: BTreeSet<Key> = objects.iter().map(Object::key).collect();
-                let gone: Vec<Key> = self
-                    .keys
-                    .iter()
-                    .filter(|k| k.kind() == kind && !listed.contains(k))
-                    .cloned()
-                    .collect();
-                for key in &gone {
-                    self.remove(key);
+            Change::ListStart(kind) => {
+                let relist = self.synced.contains(&kind) || self.count(kind) > 0;
+                self.listing.insert(kind, relist.then(BTreeSet::new));
+            }
+            Change::Listed(object) => {
+                if let Some(Some(seen)) = self.listing.get_mut(&object.key().kind()) {
+                    seen.insert(object.key());
                 }
-                for object in objects {
-                    self.put(object);
+                self.put(object);
+            }
+            Change::ListDone(kind) => {
+                if let Some(Some(seen)) = self.listing.remove(&kind) {
+                    for key in self.keys(kind).into_iter().filter(|k| !seen.contains(k)) {
+                        self.remove(&key);
+                    }
                 }
                 self.synced.insert(kind);
             }
@@ -139,7 +175,6 @@ impl Index {
     }
 
     fn put(&mut self, object: Object) {
-        self.keys.insert(object.key());
         match object {
             Object::Namespace(ns) => self.compiler.apply_namespace(ns),
             Object::Pod(pod) => self.compiler.apply_pod(pod),
@@ -149,9 +184,6 @@ impl Index {
     }
 
     fn remove(&mut self, key: &Key) {
-        if !self.keys.remove(key) {
-            return;
-        }
         match key {
             Key::Namespace(name) => self.compiler.delete_namespace(name),
             Key::Pod(key) => self.compiler.delete_pod(key),
@@ -170,7 +202,6 @@ mod tests {
     fn pod(ns: &str, name: &str, ip: &str, app: &str) -> Object {
         Object::Pod(Pod {
             key: ObjectKey::new(ns, name),
-            uid: format!("{ns}-{name}"),
             labels: [("app".to_string(), app.to_string())].into(),
             node: "node-0".to_string(),
             host_network: false,
@@ -195,14 +226,17 @@ mod tests {
         })
     }
 
+    fn list(index: &mut Index, kind: Kind, objects: &[Object]) {
+        index.apply(Change::ListStart(kind));
+        for o in objects.iter().filter(|o| o.key().kind() == kind) {
+            index.apply(Change::Listed(o.clone()));
+        }
+        index.apply(Change::ListDone(kind));
+    }
+
     fn synced(index: &mut Index, objects: Vec<Object>) {
         for kind in Kind::ALL {
-            let of_kind = objects
-                .iter()
-                .filter(|o| o.key().kind() == kind)
-                .cloned()
-                .collect();
-            index.apply(Change::Reset(kind, of_kind));
+            list(index, kind, &objects);
         }
     }
 
@@ -232,15 +266,17 @@ mod tests {
     fn synced_only_when_every_kind_listed() {
         let mut index = Index::new("node-0");
         for kind in [Kind::Namespace, Kind::Pod, Kind::Policy] {
-            index.apply(Change::Reset(kind, vec![]));
+            list(&mut index, kind, &[]);
             assert!(!index.is_synced(), "{kind:?}");
         }
-        index.apply(Change::Reset(Kind::Node, vec![]));
-        assert!(index.is_synced());
+        index.apply(Change::ListStart(Kind::Node));
+        assert!(index.is_listing() && !index.is_synced());
+        index.apply(Change::ListDone(Kind::Node));
+        assert!(index.is_synced() && !index.is_listing());
     }
 
     #[test]
-    fn reset_removes_what_the_new_list_lacks() {
+    fn a_relist_removes_what_it_lacks() {
         let mut index = Index::new("node-0");
         let first = vec![
             pod("a", "x", "10.0.0.1", "x"),
@@ -252,8 +288,8 @@ mod tests {
         assert_eq!(index.count(Kind::Pod), 2);
         // A re-list after 410 Gone: y and the policy are gone, z is new.
         let second = vec![pod("a", "x", "10.0.0.1", "x"), pod("a", "z", "10.0.0.3", "z")];
-        index.apply(Change::Reset(Kind::Pod, second[..2].to_vec()));
-        index.apply(Change::Reset(Kind::Policy, vec![]));
+        list(&mut index, Kind::Pod, &second);
+        list(&mut index, Kind::Policy, &[]);
         assert_eq!(index.ruleset(), &fresh(&second));
         assert_eq!(index.count(Kind::Pod), 2);
         assert_eq!(index.count(Kind::Policy), 0);

@@ -16,6 +16,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::signal::unix::{signal, SignalKind};
 
 use config::{Config, LogFormat};
+
 use index::Kind;
 use metrics::Metrics;
 

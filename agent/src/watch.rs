@@ -4,7 +4,8 @@
 //! skipped instead of failing the list it came in. Each is lowered at once into the compiler's
 //! model (the few fields policy needs); the API object, with its managed fields and
 //! annotations, is dropped. A watch's first list, and every re-list (after 410 Gone or a
-//! broken watch), is gathered and handed over whole as one reset of its kind. Errors are
+//! broken watch), is passed on object by object between a start and an end, so the index
+//! can drop what the list no longer names. Errors are
 //! retried with exponential backoff, never by flushing anything.
 
 use std::sync::mpsc::Sender;
@@ -166,7 +167,6 @@ pub async fn watch(
     let api: Api<DynamicObject> = Api::all_with(client, &resource(kind));
     let stream = watcher::watcher(api, watcher::Config::default());
     let mut stream = std::pin::pin!(StreamBackoff::new(stream, Reconnect::new(max_backoff)));
-    let mut listing: Vec<Object> = Vec::new();
     let read = |obj: DynamicObject| match convert(kind, obj) {
         Ok((object, notes)) => {
             for note in notes {
@@ -185,20 +185,21 @@ pub async fn watch(
             None
         }
     };
+    let mut listed = 0usize;
     while let Some(event) = stream.next().await {
         let change = match event {
             Ok(Event::Init) => {
                 tracing::info!(resource = kind.as_str(), "listing");
-                listing.clear();
-                None
+                listed = 0;
+                Some(Change::ListStart(kind))
             }
             Ok(Event::InitApply(obj)) => {
-                listing.extend(read(obj));
-                None
+                listed += 1;
+                read(obj).map(Change::Listed)
             }
             Ok(Event::InitDone) => {
-                tracing::info!(resource = kind.as_str(), objects = listing.len(), "listed");
-                Some(Change::Reset(kind, std::mem::take(&mut listing)))
+                tracing::info!(resource = kind.as_str(), objects = listed, "listed");
+                Some(Change::ListDone(kind))
             }
             Ok(Event::Apply(obj)) => read(obj).map(Change::Apply),
             Ok(Event::Delete(obj)) => key_of(kind, &obj).map(Change::Delete),

@@ -131,7 +131,7 @@ impl Writer {
     }
 
     fn program(&mut self) {
-        if !self.index.is_synced() {
+        if !self.index.is_synced() || self.index.is_listing() {
             return;
         }
         if !self.metrics.synced.swap(true, Ordering::Relaxed) {

@@ -35,7 +35,6 @@ fn sel(pairs: &[(&str, &str)]) -> Selector {
 fn bench_pod(name: &str, addr: Ipv4Addr, app: &str) -> Pod {
     Pod {
         key: ObjectKey::new("ns-0", name),
-        uid: name.to_string(),
         labels: [("app".to_string(), app.to_string())].into_iter().collect(),
         node: "node-0".to_string(),
         host_network: false,

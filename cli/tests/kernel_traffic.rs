@@ -119,7 +119,6 @@ fn with_extra_monitoring(snap: &Snapshot, extra: usize) -> Snapshot {
             key.clone(),
             Pod {
                 key,
-                uid: format!("scraper-{i}"),
                 labels: [("app".to_string(), "scraper".to_string())].into_iter().collect(),
                 node: "node-9".to_string(),
                 host_network: false,

@@ -100,6 +100,23 @@ impl Compiler {
         &self.ir.node
     }
 
+    /// The pods the compiler holds, in no particular order.
+    pub fn pod_keys(&self) -> impl Iterator<Item = &ObjectKey> {
+        self.pods.keys()
+    }
+
+    pub fn policy_keys(&self) -> impl Iterator<Item = &ObjectKey> {
+        self.policies.keys()
+    }
+
+    pub fn namespace_names(&self) -> impl Iterator<Item = &str> {
+        self.namespaces.keys().map(String::as_str)
+    }
+
+    pub fn node_names(&self) -> impl Iterator<Item = &str> {
+        self.nodes.keys().map(String::as_str)
+    }
+
     /// Problems found while compiling: contested addresses, and local pods that only invalid
     /// policies isolate (they allow nothing in that direction). Lowering reports the rest.
     pub fn diagnostics(&self) -> Vec<Diagnostic> {

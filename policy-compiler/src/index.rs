@@ -34,6 +34,11 @@ impl PodIndex {
         self.slots[id as usize].as_ref().expect("live pod id")
     }
 
+    /// Every pod's key, in no particular order.
+    pub fn keys(&self) -> impl Iterator<Item = &ObjectKey> {
+        self.ids.keys()
+    }
+
     pub fn id_of(&self, key: &ObjectKey) -> Option<PodId> {
         self.ids.get(key).copied()
     }

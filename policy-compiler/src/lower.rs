@@ -193,7 +193,6 @@ pub fn pod(p: &k8s_core::Pod) -> Result<(Pod, Vec<Diagnostic>), Diagnostic> {
     }
 
     let pod = Pod {
-        uid: p.metadata.uid.clone().unwrap_or_default(),
         labels: labels_of(&p.metadata),
         node: spec
             .and_then(|s| s.node_name.clone())

@@ -109,7 +109,6 @@ pub struct ContainerPort {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pod {
     pub key: ObjectKey,
-    pub uid: String,
     pub labels: Labels,
     pub node: String,
     pub host_network: bool,

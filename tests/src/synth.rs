@@ -78,7 +78,6 @@ pub fn pod(i: usize, n_pods: usize, generation: usize) -> Pod {
     .collect();
     Pod {
         key: ObjectKey::new(format!("ns-{ns}"), format!("app-{app}-{i}")),
-        uid: format!("uid-{i}"),
         labels,
         node: node_name(i / PODS_PER_NODE),
         host_network: false,
@@ -135,7 +134,7 @@ pub fn policy(i: usize, n_pods: usize, rng: &mut Rng) -> Policy {
             (Selector::everything(), d, vec![], vec![])
         }
         15..=59 => {
-            let port = if roll % 2 == 0 {
+            let port = if roll.is_multiple_of(2) {
                 single(8080)
             } else {
                 PortMatch::Named("http".into())
