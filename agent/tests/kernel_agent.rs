@@ -263,6 +263,30 @@ fn agent_keeps_the_node_equal_to_the_cluster() {
         "the agent listed again"
     );
 
+    // Watches dropped: the agent resumes from its last version, without listing again.
+    let lists = api.requests("pods", "list");
+    let watches = api.requests("pods", "watch");
+    api.drop_watches();
+    api.apply(pod(
+        "a",
+        "client",
+        "node-0",
+        &CLIENT.to_string(),
+        json!({"app": "other"}),
+    ));
+    world.expect("after dropped watches: client relabelled app=other", false, false);
+    api.apply(pod(
+        "a",
+        "client",
+        "node-0",
+        &CLIENT.to_string(),
+        json!({"app": "client"}),
+    ));
+    world.expect("client relabelled back", true, false);
+    assert_eq!(api.requests("pods", "list"), lists, "resumed, not listed again");
+    assert!(api.requests("pods", "watch") > watches, "watched again");
+    assert!(api.bookmarks() > 0, "idle watches got bookmarks");
+
     // The agent killed: the rules stay; a restarted agent converges.
     assert_eq!(agent.signal(Signal::SIGKILL), None, "killed by the signal");
     api.apply(web_from(

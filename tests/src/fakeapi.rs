@@ -47,6 +47,7 @@ struct State {
     resources: BTreeMap<&'static str, Resource>,
     /// (plural, "list" or "watch") of every request served.
     requests: Vec<(String, &'static str)>,
+    bookmarks: usize,
 }
 
 struct Shared {
@@ -252,6 +253,11 @@ impl FakeApi {
             .count()
     }
 
+    /// How many BOOKMARK events were sent.
+    pub fn bookmarks(&self) -> usize {
+        self.shared.state.lock().expect("state").bookmarks
+    }
+
     /// The current resource version.
     pub fn version(&self) -> u64 {
         self.shared.state.lock().expect("state").rv
@@ -392,6 +398,7 @@ fn serve(stream: TcpStream, shared: &Shared, stop: &AtomicBool) -> std::io::Resu
             let object = json!({"kind": kind, "apiVersion": api_version,
                                 "metadata": {"resourceVersion": bookmark_rv.to_string()}});
             chunk(&mut stream, &json!({"type": "BOOKMARK", "object": object}))?;
+            shared.state.lock().expect("state").bookmarks += 1;
             cursor = cursor.max(bookmark_rv);
             idle_since = Instant::now();
         }
