@@ -78,6 +78,20 @@ impl World {
         get(&self.node_ns, METRICS, "/readyz").map(|(code, _)| code)
     }
 
+    fn nft(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &self.node_ns, "nft"])
+            .args(args)
+            .output()
+            .expect("nft runs")
+    }
+
+    fn has_chain(&self, name: &str) -> bool {
+        self.nft(&["list", "chain", "inet", "netfence", name])
+            .status
+            .success()
+    }
+
     fn has_table(&self) -> bool {
         std::process::Command::new("ip")
             .args([
@@ -286,6 +300,98 @@ fn agent_keeps_the_node_equal_to_the_cluster() {
     assert_eq!(api.requests("pods", "list"), lists, "resumed, not listed again");
     assert!(api.requests("pods", "watch") > watches, "watched again");
     assert!(api.bookmarks() > 0, "idle watches got bookmarks");
+
+    // A burst of changes is gathered into few transactions; a steady stream is still
+    // programmed as it goes (the delay counts from a burst's first change).
+    let anywhere = json!([{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "client"}}}]);
+    api.apply(web_from(anywhere));
+    world.expect("policy: app=client from any namespace", true, false);
+    let before = world.metric("netfence_last_applied_generation");
+    for i in 0..31 {
+        let app = if i % 2 == 0 { "client" } else { "other" };
+        api.apply(pod(
+            "b",
+            "other",
+            "node-0",
+            &OTHER.to_string(),
+            json!({"app": app}),
+        ));
+    }
+    world.expect("after a burst of 31 relabels ending app=client", true, true);
+    let burst = world.metric("netfence_last_applied_generation") - before;
+    assert!(
+        (1.0..=5.0).contains(&burst),
+        "31 changes in a burst took {burst} transactions"
+    );
+    let before = world.metric("netfence_last_applied_generation");
+    for i in 0..41 {
+        let app = if i % 2 == 0 { "other" } else { "client" };
+        api.apply(pod(
+            "b",
+            "other",
+            "node-0",
+            &OTHER.to_string(),
+            json!({"app": app}),
+        ));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    world.expect("after a stream of 41 relabels ending app=other", true, false);
+    let stream = world.metric("netfence_last_applied_generation") - before;
+    assert!(
+        stream >= 3.0,
+        "a 200 ms stream was programmed as it went, not once at its end: {stream}"
+    );
+
+    // Someone else changes the table: the read-back after the changes notices, and the agent
+    // replaces the table whole.
+    assert!(world
+        .nft(&["add", "chain", "inet", "netfence", "intruder"])
+        .status
+        .success());
+    assert!(
+        eventually(CONVERGE, || !world.has_chain("intruder")),
+        "the foreign chain was removed"
+    );
+    assert!(world.metric("netfence_verify_failures_total") >= 1.0);
+    world.expect("after the table was repaired", true, false);
+
+    // A transaction the kernel refuses: a foreign rule uses a set the next change deletes.
+    // The table stays as it was, the failure is reported, and the retry (a full replace)
+    // converges.
+    let sets = String::from_utf8(world.nft(&["list", "table", "inet", "netfence"]).stdout).expect("utf-8");
+    let set = sets
+        .split_whitespace()
+        .find(|w| w.starts_with("pods-app_client-") && w.ends_with("-4"))
+        .unwrap_or_else(|| panic!("the client peer set in {sets}"))
+        .to_string();
+    assert!(world
+        .nft(&["add", "chain", "inet", "netfence", "holder"])
+        .status
+        .success());
+    let rule = format!("ip saddr @{set} accept");
+    assert!(world
+        .nft(&["add", "rule", "inet", "netfence", "holder", &rule])
+        .status
+        .success());
+    let failures = world.metric("netfence_apply_failures_total");
+    api.delete("NetworkPolicy", "a", "web");
+    world.expect("policy deleted despite a refused transaction", true, true);
+    assert!(
+        world.metric("netfence_apply_failures_total") > failures,
+        "the refusal was counted"
+    );
+    assert!(agent
+        .log_text()
+        .contains("transaction failed; the previous table stays"));
+    assert!(!world.has_chain("holder"), "the retry replaced the table whole");
+    assert!(
+        eventually(CONVERGE, || world.readyz() == Some(200)),
+        "ready again"
+    );
+    api.apply(web_from(
+        json!([{"podSelector": {"matchLabels": {"app": "client"}}}]),
+    ));
+    world.expect("policy back: client only", true, false);
 
     // The agent killed: the rules stay; a restarted agent converges.
     assert_eq!(agent.signal(Signal::SIGKILL), None, "killed by the signal");
