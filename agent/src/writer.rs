@@ -132,6 +132,8 @@ impl Writer {
 
     fn program(&mut self) {
         if !self.index.is_synced() || self.index.is_listing() {
+            // A due retry waits for the list to complete (its end is a change, which programs).
+            self.retry = self.retry.map(|(_, backoff)| (Instant::now() + backoff, backoff));
             return;
         }
         if !self.metrics.synced.swap(true, Ordering::Relaxed) {

@@ -65,10 +65,11 @@ fn manifests_parse_and_agree() {
     let binding: ClusterRoleBinding = typed(&docs["ClusterRoleBinding"]);
     let ds: DaemonSet = typed(&docs["DaemonSet"]);
 
-    // The role: get, list, watch on exactly the four resources the agent watches.
+    // The role: list and watch (SPEC 6; the watchers never get a single object) on exactly
+    // the four resources the agent watches.
     let mut granted = Vec::new();
     for rule in role.rules.as_deref().unwrap_or_default() {
-        assert_eq!(rule.verbs, ["get", "list", "watch"]);
+        assert_eq!(rule.verbs, ["list", "watch"]);
         for group in rule.api_groups.as_deref().unwrap_or_default() {
             for resource in rule.resources.as_deref().unwrap_or_default() {
                 granted.push(format!("{group}/{resource}"));
