@@ -1,0 +1,137 @@
+//! `netfence sandbox`: the cluster built as network namespaces, programmed, and probed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use netfence_cli::sandbox::{lab, run};
+use policy_compiler::compile_all_reporting;
+
+use crate::{load, protocol_of, OutputFormat, ProtocolArg};
+
+#[derive(clap::Args, Debug)]
+pub struct SandboxArgs {
+    /// Files or directories of cluster YAML/JSON; - for stdin
+    #[arg(required_unless_present = "cleanup")]
+    paths: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "tcp")]
+    protocol: ProtocolArg,
+    #[arg(long, default_value_t = 80)]
+    port: u16,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    output: OutputFormat,
+    /// Also compute the compiled matrix; exit 1 listing the cells where the kernel disagrees
+    #[arg(long)]
+    check: bool,
+    /// Leave the namespaces up, and print how to enter and remove them
+    #[arg(long)]
+    keep: bool,
+    /// Remove the namespaces that earlier runs left, and nothing else
+    #[arg(long, conflicts_with_all = ["check", "keep"])]
+    cleanup: bool,
+}
+
+pub fn run_sandbox(args: &SandboxArgs, allow_invalid: bool) -> ExitCode {
+    if args.cleanup {
+        let n = lab::remove_all(lab::PREFIX);
+        println!("removed {n} sandbox network namespaces");
+        return ExitCode::SUCCESS;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "netfence: error: the sandbox makes network namespaces and programs nftables: it needs root \
+             (CAP_NET_ADMIN and CAP_SYS_ADMIN); `netfence matrix` computes the matrix without them"
+        );
+        return ExitCode::from(2);
+    }
+    let input = match load(&args.paths, allow_invalid) {
+        Ok(input) => input,
+        Err(code) => return code,
+    };
+    let mut snapshot = input.snapshot;
+    for note in run::address_nodes(&mut snapshot) {
+        eprintln!("netfence: {note}");
+    }
+    let (rulesets, diagnostics) = compile_all_reporting(&snapshot);
+    for d in &diagnostics {
+        eprintln!("netfence: warning: {d}");
+    }
+    let protocol = protocol_of(args.protocol);
+    let prefix = format!("{}{}", lab::PREFIX, std::process::id());
+    let on_signal = prefix.clone();
+    // Ctrl-C and SIGTERM: remove this run's namespaces before exiting.
+    let _ = ctrlc::set_handler(move || {
+        lab::remove_all(&on_signal);
+        std::process::exit(130);
+    });
+    let started = std::time::Instant::now();
+    let result = lab::Lab::build(&snapshot, &prefix).and_then(|lab| {
+        lab.program(&snapshot)?;
+        let observed = run::probe_all(&lab, &snapshot, protocol, args.port)?;
+        Ok((lab, observed))
+    });
+    let (mut lab, observed) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("netfence: error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match args.output {
+        OutputFormat::Table => {
+            print!("{}", observed.matrix.to_table());
+            if let Some(m6) = &observed.matrix6 {
+                print!("IPv6, the dual-stack pods: {}", m6.to_table());
+            }
+            for p in &observed.node_probes {
+                println!(
+                    "{} -> {}: {}",
+                    p.from,
+                    p.to,
+                    if p.allowed { "allowed" } else { "denied" }
+                );
+            }
+        }
+        OutputFormat::Json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&observed.matrix.to_json()).expect("JSON of plain values")
+            )
+        }
+    }
+    eprintln!(
+        "netfence: sandbox: {} nodes, {} pods, {} probes in {:.1} s",
+        lab.nodes.len(),
+        lab.pods.len(),
+        observed.matrix.pods.len().pow(2)
+            + observed.matrix6.as_ref().map_or(0, |m| m.pods.len().pow(2))
+            + observed.node_probes.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut code = ExitCode::SUCCESS;
+    if args.check {
+        let diffs = run::disagreements(&lab, &rulesets, &observed, protocol, args.port);
+        if diffs.is_empty() {
+            eprintln!("netfence: check: the kernel and the compiled rulesets agree on every probe");
+        } else {
+            for d in &diffs {
+                eprintln!("netfence: check: {d}");
+            }
+            code = ExitCode::from(1);
+        }
+    }
+    if args.keep {
+        let names = lab.keep();
+        eprintln!(
+            "netfence: kept {} namespaces; enter one with: ip netns exec NAME bash",
+            names.len()
+        );
+        for pod in &lab.pods {
+            eprintln!("netfence:   {} ({}): {}", pod.key, pod.addr, pod.netns);
+        }
+        for (node, (ns, addr)) in &lab.nodes {
+            eprintln!("netfence:   node {node} ({addr}): {ns}");
+        }
+        eprintln!("netfence: remove them with: netfence sandbox --cleanup");
+    }
+    code
+}
