@@ -116,21 +116,9 @@ fn cluster() -> Vec<Value> {
         namespace("a", json!({"team": "a"})),
         namespace("b", json!({"team": "b"})),
         node("node-0", "172.31.0.1"),
-        pod(
-            "a",
-            "client",
-            "node-0",
-            &CLIENT.to_string(),
-            json!({"app": "client"}),
-        ),
+        client(json!({"app": "client"})),
         pod("a", "web", "node-0", &WEB.to_string(), json!({"app": "web"})),
-        pod(
-            "b",
-            "other",
-            "node-0",
-            &OTHER.to_string(),
-            json!({"app": "other"}),
-        ),
+        other(json!({"app": "other"})),
     ]
 }
 
@@ -153,6 +141,16 @@ fn lab() -> World {
     let lab = Lab::build(&snapshot, &prefix).expect("lab");
     let node_ns = lab.nodes["node-0"].0.clone();
     World { lab, node_ns }
+}
+
+/// The client pod, a/client, with these labels.
+fn client(labels: Value) -> Value {
+    pod("a", "client", "node-0", &CLIENT.to_string(), labels)
+}
+
+/// The other pod, b/other, with these labels.
+fn other(labels: Value) -> Value {
+    pod("b", "other", "node-0", &OTHER.to_string(), labels)
 }
 
 fn web_from(from: Value) -> Value {
@@ -218,28 +216,10 @@ fn agent_keeps_the_node_equal_to_the_cluster() {
     world.expect("namespace a relabelled back", false, true);
     let friends = json!([{"namespaceSelector": {}, "podSelector": {"matchLabels": {"role": "friend"}}}]);
     api.apply(web_from(friends));
-    api.apply(pod(
-        "a",
-        "client",
-        "node-0",
-        &CLIENT.to_string(),
-        json!({"app": "client", "role": "friend"}),
-    ));
+    api.apply(client(json!({"app": "client", "role": "friend"})));
     world.expect("client relabelled role=friend", true, false);
-    api.apply(pod(
-        "a",
-        "client",
-        "node-0",
-        &CLIENT.to_string(),
-        json!({"app": "client"}),
-    ));
-    api.apply(pod(
-        "b",
-        "other",
-        "node-0",
-        &OTHER.to_string(),
-        json!({"app": "other", "role": "friend"}),
-    ));
+    api.apply(client(json!({"app": "client"})));
+    api.apply(other(json!({"app": "other", "role": "friend"})));
     world.expect("friend label moved from client to other", false, true);
     api.delete("NetworkPolicy", "a", "web");
     world.expect("policy deleted", true, true);
@@ -281,21 +261,9 @@ fn agent_keeps_the_node_equal_to_the_cluster() {
     let lists = api.requests("pods", "list");
     let watches = api.requests("pods", "watch");
     api.drop_watches();
-    api.apply(pod(
-        "a",
-        "client",
-        "node-0",
-        &CLIENT.to_string(),
-        json!({"app": "other"}),
-    ));
+    api.apply(client(json!({"app": "other"})));
     world.expect("after dropped watches: client relabelled app=other", false, false);
-    api.apply(pod(
-        "a",
-        "client",
-        "node-0",
-        &CLIENT.to_string(),
-        json!({"app": "client"}),
-    ));
+    api.apply(client(json!({"app": "client"})));
     world.expect("client relabelled back", true, false);
     assert_eq!(api.requests("pods", "list"), lists, "resumed, not listed again");
     assert!(api.requests("pods", "watch") > watches, "watched again");
@@ -309,13 +277,7 @@ fn agent_keeps_the_node_equal_to_the_cluster() {
     let before = world.metric("netfence_last_applied_generation");
     for i in 0..31 {
         let app = if i % 2 == 0 { "client" } else { "other" };
-        api.apply(pod(
-            "b",
-            "other",
-            "node-0",
-            &OTHER.to_string(),
-            json!({"app": app}),
-        ));
+        api.apply(other(json!({"app": app})));
     }
     world.expect("after a burst of 31 relabels ending app=client", true, true);
     let burst = world.metric("netfence_last_applied_generation") - before;
@@ -326,13 +288,7 @@ fn agent_keeps_the_node_equal_to_the_cluster() {
     let before = world.metric("netfence_last_applied_generation");
     for i in 0..41 {
         let app = if i % 2 == 0 { "other" } else { "client" };
-        api.apply(pod(
-            "b",
-            "other",
-            "node-0",
-            &OTHER.to_string(),
-            json!({"app": app}),
-        ));
+        api.apply(other(json!({"app": app})));
         std::thread::sleep(Duration::from_millis(5));
     }
     world.expect("after a stream of 41 relabels ending app=other", true, false);

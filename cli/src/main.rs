@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use netfence_cli::input::{self, Input};
-use policy_compiler::Protocol;
+use std::collections::BTreeMap;
+
+use policy_compiler::{compile_all_reporting, Protocol, Ruleset};
 
 use cmd::apply::{netlink_exit, ApplyArgs};
 use cmd::compile::CompileArgs;
@@ -86,6 +88,15 @@ pub fn load(paths: &[PathBuf], allow_invalid: bool) -> Result<Input, ExitCode> {
             Err(ExitCode::from(2))
         }
     }
+}
+
+/// Compiles every node, printing the compiler's diagnostics as warnings.
+pub fn compile_nodes(snapshot: &policy_compiler::Snapshot) -> BTreeMap<String, Ruleset> {
+    let (rulesets, diagnostics) = compile_all_reporting(snapshot);
+    for d in &diagnostics {
+        eprintln!("netfence: warning: {d}");
+    }
+    rulesets
 }
 
 pub fn protocol_of(arg: ProtocolArg) -> Protocol {

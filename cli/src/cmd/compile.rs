@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use nft_backend::{build::build, render::render};
-use policy_compiler::{compile, compile_all_reporting};
+use policy_compiler::compile;
 
-use crate::load;
+use crate::{compile_nodes, load};
 
 #[derive(clap::Args, Debug)]
 pub struct CompileArgs {
@@ -82,10 +82,7 @@ pub fn run_compile_all(args: &CompileArgs, dir: &std::path::Path, allow_invalid:
         Ok(input) => input,
         Err(code) => return code,
     };
-    let (rulesets, diagnostics) = compile_all_reporting(&input.snapshot);
-    for d in &diagnostics {
-        eprintln!("netfence: warning: {d}");
-    }
+    let rulesets = compile_nodes(&input.snapshot);
     // Everything is rendered before anything is written.
     let scripts: Vec<(String, String)> = rulesets
         .iter()

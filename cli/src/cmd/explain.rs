@@ -5,9 +5,8 @@ use std::process::ExitCode;
 
 use clap::ValueEnum;
 use netfence_cli::explain::{explain, Endpoint};
-use policy_compiler::compile_all_reporting;
 
-use crate::{load, protocol_of, ProtocolArg};
+use crate::{compile_nodes, load, protocol_of, ProtocolArg};
 
 #[derive(clap::Args, Debug)]
 pub struct ExplainArgs {
@@ -46,10 +45,7 @@ pub fn run_explain(args: &ExplainArgs, allow_invalid: bool) -> ExitCode {
         Ok(input) => input,
         Err(code) => return code,
     };
-    let (rulesets, diagnostics) = compile_all_reporting(&input.snapshot);
-    for d in &diagnostics {
-        eprintln!("netfence: warning: {d}");
-    }
+    let rulesets = compile_nodes(&input.snapshot);
     match explain(
         &input.snapshot,
         &rulesets,

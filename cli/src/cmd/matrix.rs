@@ -5,9 +5,8 @@ use std::process::ExitCode;
 
 use clap::ValueEnum;
 use netfence_cli::matrix::{self, Engine};
-use policy_compiler::compile_all_reporting;
 
-use crate::{load, protocol_of, OutputFormat, ProtocolArg};
+use crate::{compile_nodes, load, protocol_of, OutputFormat, ProtocolArg};
 
 #[derive(clap::Args, Debug)]
 pub struct MatrixArgs {
@@ -40,10 +39,7 @@ pub fn run_matrix(args: &MatrixArgs, allow_invalid: bool) -> ExitCode {
         Err(code) => return code,
     };
     let protocol = protocol_of(args.protocol);
-    let (rulesets, diagnostics) = compile_all_reporting(&input.snapshot);
-    for d in &diagnostics {
-        eprintln!("netfence: warning: {d}");
-    }
+    let rulesets = compile_nodes(&input.snapshot);
     let (engine, other_engine) = match args.engine {
         EngineArg::Compiled => (Engine::Compiled(&rulesets), Engine::Reference),
         EngineArg::Reference => (Engine::Reference, Engine::Compiled(&rulesets)),

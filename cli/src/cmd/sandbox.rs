@@ -4,9 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use netfence_cli::sandbox::{lab, run};
-use policy_compiler::compile_all_reporting;
 
-use crate::{load, protocol_of, OutputFormat, ProtocolArg};
+use crate::{compile_nodes, load, protocol_of, OutputFormat, ProtocolArg};
 
 #[derive(clap::Args, Debug)]
 pub struct SandboxArgs {
@@ -51,10 +50,7 @@ pub fn run_sandbox(args: &SandboxArgs, allow_invalid: bool) -> ExitCode {
     for note in run::address_nodes(&mut snapshot) {
         eprintln!("netfence: {note}");
     }
-    let (rulesets, diagnostics) = compile_all_reporting(&snapshot);
-    for d in &diagnostics {
-        eprintln!("netfence: warning: {d}");
-    }
+    let rulesets = compile_nodes(&snapshot);
     let protocol = protocol_of(args.protocol);
     let prefix = format!("{}{}", lab::PREFIX, std::process::id());
     let on_signal = prefix.clone();
