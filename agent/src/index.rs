@@ -149,28 +149,68 @@ impl Index {
         }
     }
 
-    pub fn apply(&mut self, change: Change) {
+    /// Whether the index holds this very object already (a status update that changes
+    /// nothing policy reads: pod conditions, node heartbeats).
+    fn holds(&self, object: &Object) -> bool {
+        let c = &self.compiler;
+        match object {
+            Object::Namespace(ns) => c.namespace(&ns.name) == Some(ns),
+            Object::Pod(pod) => c.pod(&pod.key) == Some(pod),
+            Object::Policy(policy) => c.policy(&policy.key) == Some(policy),
+            Object::Node(node) => c.node_object(&node.name) == Some(node),
+        }
+    }
+
+    /// Applies a change; false when it changed nothing the compiler reads, so there is
+    /// nothing to program for it.
+    pub fn apply(&mut self, change: Change) -> bool {
         match change {
-            Change::Apply(object) => self.put(object),
-            Change::Delete(key) => self.remove(&key),
+            Change::Apply(object) if self.holds(&object) => false,
+            Change::Apply(object) => {
+                self.put(object);
+                true
+            }
+            Change::Delete(key) => {
+                let held = self.holds_key(&key);
+                self.remove(&key);
+                held
+            }
             Change::ListStart(kind) => {
                 let relist = self.synced.contains(&kind) || self.count(kind) > 0;
                 self.listing.insert(kind, relist.then(BTreeSet::new));
+                false
             }
             Change::Listed(object) => {
                 if let Some(Some(seen)) = self.listing.get_mut(&object.key().kind()) {
                     seen.insert(object.key());
                 }
+                if self.holds(&object) {
+                    return false;
+                }
                 self.put(object);
+                true
             }
             Change::ListDone(kind) => {
+                let mut changed = !self.synced.contains(&kind);
                 if let Some(Some(seen)) = self.listing.remove(&kind) {
                     for key in self.keys(kind).into_iter().filter(|k| !seen.contains(k)) {
                         self.remove(&key);
+                        changed = true;
                     }
                 }
                 self.synced.insert(kind);
+                changed
             }
+        }
+    }
+
+    fn holds_key(&self, key: &Key) -> bool {
+        let c = &self.compiler;
+        match key {
+            Key::Namespace(name) => c.namespace(name).is_some(),
+            Key::Pod(key) => c.pod(key).is_some(),
+            Key::Policy(key) => c.policy(key).is_some(),
+            Key::Node(name) => c.node_object(name).is_some(),
         }
     }
 
@@ -293,6 +333,30 @@ mod tests {
         assert_eq!(index.ruleset(), &fresh(&second));
         assert_eq!(index.count(Kind::Pod), 2);
         assert_eq!(index.count(Kind::Policy), 0);
+    }
+
+    #[test]
+    fn a_change_that_changes_nothing_says_so() {
+        let mut index = Index::new("node-0");
+        synced(&mut index, vec![pod("a", "x", "10.0.0.1", "x")]);
+        assert!(
+            !index.apply(Change::Apply(pod("a", "x", "10.0.0.1", "x"))),
+            "same pod again"
+        );
+        assert!(
+            index.apply(Change::Apply(pod("a", "x", "10.0.0.1", "y"))),
+            "relabelled"
+        );
+        assert!(!index.apply(Change::Delete(Key::Pod(ObjectKey::new("a", "never")))));
+        assert!(index.apply(Change::Delete(Key::Pod(ObjectKey::new("a", "x")))));
+        // A re-list naming what is held changes nothing; one that drops an object does.
+        list(&mut index, Kind::Pod, &[]);
+        index.apply(Change::Apply(pod("a", "y", "10.0.0.2", "y")));
+        index.apply(Change::ListStart(Kind::Pod));
+        assert!(!index.apply(Change::Listed(pod("a", "y", "10.0.0.2", "y"))));
+        assert!(!index.apply(Change::ListDone(Kind::Pod)));
+        index.apply(Change::ListStart(Kind::Pod));
+        assert!(index.apply(Change::ListDone(Kind::Pod)), "y is gone");
     }
 
     #[test]

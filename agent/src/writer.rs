@@ -42,6 +42,8 @@ struct Writer {
     applied: Option<Table>,
     /// Arrival times of the events not yet enforced.
     waiting: Vec<Instant>,
+    /// Changes taken since the last successful apply that changed what the compiler reads.
+    dirty: bool,
     /// Incremental applies since the last read-back.
     unverified: bool,
     retry: Option<(Instant, Duration)>,
@@ -55,6 +57,7 @@ pub fn run(node: &str, changes: Receiver<Stamped>, coalesce: Duration, metrics: 
         metrics,
         applied: None,
         waiting: Vec::new(),
+        dirty: false,
         unverified: false,
         retry: None,
     };
@@ -79,7 +82,9 @@ pub fn run(node: &str, changes: Receiver<Stamped>, coalesce: Duration, metrics: 
                         Err(RecvTimeoutError::Disconnected) => return,
                     }
                 }
-                w.program();
+                if w.dirty || w.applied.is_none() {
+                    w.program();
+                }
             }
             Err(RecvTimeoutError::Timeout) => {
                 if w.retry.is_some_and(|(at, _)| Instant::now() >= at) {
@@ -95,8 +100,12 @@ pub fn run(node: &str, changes: Receiver<Stamped>, coalesce: Duration, metrics: 
 
 impl Writer {
     fn take(&mut self, stamped: Stamped) {
-        self.index.apply(stamped.change);
-        self.waiting.push(stamped.received);
+        // A change that changes nothing the compiler reads (a status update) is not waited
+        // for, and alone does not make the writer build the table.
+        if self.index.apply(stamped.change) {
+            self.dirty = true;
+            self.waiting.push(stamped.received);
+        }
     }
 
     /// When the writer must act without a new event: a retry, or a read-back when idle.
@@ -199,6 +208,7 @@ impl Writer {
                 }
                 self.applied = Some(table);
                 self.retry = None;
+                self.dirty = false;
             }
             Err(e) => {
                 self.metrics.apply_failures.fetch_add(1, Ordering::Relaxed);

@@ -349,6 +349,24 @@ fn agent_keeps_the_node_equal_to_the_cluster() {
     ));
     world.expect("policy back: client only", true, false);
 
+    // Updates that change nothing policy reads (a status write, an annotation) send nothing.
+    let generation = world.metric("netfence_last_applied_generation");
+    let events = world.metric("netfence_watch_events_total{resource=\"pods\"}");
+    let mut touched = client(json!({"app": "client"}));
+    touched["metadata"]["annotations"]["touched"] = json!("yes");
+    touched["status"]["conditions"] = json!([{"type": "Ready", "status": "True"}]);
+    api.apply(touched);
+    assert!(eventually(CONVERGE, || world
+        .metric("netfence_watch_events_total{resource=\"pods\"}")
+        > events));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        world.metric("netfence_last_applied_generation"),
+        generation,
+        "no transaction"
+    );
+    world.stays("after a status-only update", true, false);
+
     // The agent killed: the rules stay; a restarted agent converges.
     assert_eq!(agent.signal(Signal::SIGKILL), None, "killed by the signal");
     api.apply(web_from(

@@ -100,6 +100,23 @@ impl Compiler {
         &self.ir.node
     }
 
+    /// The pod the compiler holds under `key`.
+    pub fn pod(&self, key: &ObjectKey) -> Option<&Pod> {
+        self.pods.id_of(key).map(|id| self.pods.get(id))
+    }
+
+    pub fn policy(&self, key: &ObjectKey) -> Option<&Policy> {
+        self.policies.get(key)
+    }
+
+    pub fn namespace(&self, name: &str) -> Option<&Namespace> {
+        self.namespaces.get(name)
+    }
+
+    pub fn node_object(&self, name: &str) -> Option<&Node> {
+        self.nodes.get(name)
+    }
+
     /// The pods the compiler holds, in no particular order.
     pub fn pod_keys(&self) -> impl Iterator<Item = &ObjectKey> {
         self.pods.keys()
