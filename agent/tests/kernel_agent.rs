@@ -191,7 +191,26 @@ fn agent_keeps_the_node_equal_to_the_cluster() {
     assert_eq!(world.metric("netfence_synced"), 0.0);
     assert!(!world.has_table(), "nothing is programmed before the first sync");
     assert_eq!(get(&world.node_ns, METRICS, "/healthz").map(|r| r.0), Some(200));
+    // Three of the four watches list; the fourth is refused: still nothing programmed.
+    api.refuse("networkpolicies", true);
     api.restart();
+    assert!(
+        eventually(CONVERGE, || api.requests("networkpolicies", "list") >= 2),
+        "retried"
+    );
+    assert!(eventually(CONVERGE, || agent
+        .log_text()
+        .contains("listed resource=\"pods\"")));
+    assert_eq!(
+        world.readyz(),
+        Some(503),
+        "not ready while one watch has not listed"
+    );
+    assert!(
+        !world.has_table(),
+        "nothing is programmed before every watch has listed"
+    );
+    api.refuse("networkpolicies", false);
     assert!(
         eventually(CONVERGE, || world.readyz() == Some(200)),
         "ready after the sync:\n{}",

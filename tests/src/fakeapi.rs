@@ -5,8 +5,8 @@
 //! and watches from a resource version (ADDED, MODIFIED and DELETED events as chunked JSON
 //! lines, a BOOKMARK each second a watch is idle when asked for bookmarks). The test changes
 //! objects, drops every open watch, compacts the history so a resumed watch gets the ERROR
-//! event with status 410 (Gone) a real server sends, and stops and restarts listening (the API
-//! server going away). Each listener lives in a network namespace the test made.
+//! event with status 410 (Gone) a real server sends, refuses one resource with 503, and stops
+//! and restarts listening (the API server going away). Each listener lives in a network namespace the test made.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -48,6 +48,8 @@ struct State {
     /// (plural, "list" or "watch") of every request served.
     requests: Vec<(String, &'static str)>,
     bookmarks: usize,
+    /// Resources whose requests are answered 503, as an overloaded server does.
+    refused: Vec<String>,
 }
 
 struct Shared {
@@ -253,6 +255,15 @@ impl FakeApi {
             .count()
     }
 
+    /// Answers every request for `plural` with 503 (or serves it again, with `false`).
+    pub fn refuse(&self, plural: &str, refuse: bool) {
+        let mut state = self.shared.state.lock().expect("state");
+        state.refused.retain(|p| p != plural);
+        if refuse {
+            state.refused.push(plural.to_string());
+        }
+    }
+
     /// How many BOOKMARK events were sent.
     pub fn bookmarks(&self) -> usize {
         self.shared.state.lock().expect("state").bookmarks
@@ -332,6 +343,21 @@ fn serve(stream: TcpStream, shared: &Shared, stop: &AtomicBool) -> std::io::Resu
         .expect("state")
         .requests
         .push((plural.to_string(), if watching { "watch" } else { "list" }));
+    if shared
+        .state
+        .lock()
+        .expect("state")
+        .refused
+        .iter()
+        .any(|p| p == plural)
+    {
+        let busy = status(
+            503,
+            "ServiceUnavailable",
+            &format!("{plural} are not served right now"),
+        );
+        return respond(&mut stream, "503 Service Unavailable", &busy);
+    }
     if !watching {
         let state = shared.state.lock().expect("state");
         let objects = &state.resources[plural].objects;
