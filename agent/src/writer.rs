@@ -1,9 +1,10 @@
 //! The single writer: the only code of the agent that touches netfilter.
 //!
 //! A thread of its own owns the index and one netlink session. It waits for a change, gathers
-//! the burst that follows for at most the coalescing delay (counted from the burst's first
-//! event, so a steady stream never postpones programming indefinitely), applies the burst to
-//! the index, and, once every watch has synced, sends the difference between the new table and
+//! the burst that follows for at most the coalescing delay (counted from when it takes the
+//! burst's first change, and ending then even if more are queued, so neither a steady stream
+//! nor a flood postpones programming), applying each change to the index as it comes, and,
+//! once every watch has synced, sends the difference between the new table and
 //! the applied one as one transaction. The first transaction after start replaces whatever
 //! table a previous agent left (kept in place until then: fail static). A refused transaction
 //! leaves the previous table in the kernel; it is retried with backoff as a full replace.
@@ -72,10 +73,17 @@ pub fn run(node: &str, changes: Receiver<Stamped>, coalesce: Duration, metrics: 
         };
         match first {
             Ok(stamped) => {
-                let deadline = stamped.received + coalesce;
+                // The delay counts from when the writer takes the burst's first change (not
+                // from its arrival), so a backlog is still taken a window at a time.
+                let deadline = Instant::now() + coalesce;
                 w.take(stamped);
+                // Stop at the deadline even when more changes are queued: a flood of them
+                // is programmed every delay, not after it ends.
                 loop {
                     let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
                     match changes.recv_timeout(left) {
                         Ok(stamped) => w.take(stamped),
                         Err(RecvTimeoutError::Timeout) => break,
