@@ -93,21 +93,7 @@ impl World {
     }
 
     fn has_table(&self) -> bool {
-        std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.node_ns,
-                "nft",
-                "list",
-                "table",
-                "inet",
-                "netfence",
-            ])
-            .output()
-            .expect("nft runs")
-            .status
-            .success()
+        self.nft(&["list", "table", "inet", "netfence"]).status.success()
     }
 }
 
@@ -280,11 +266,28 @@ fn agent_keeps_the_node_equal_to_the_cluster() {
     let lists = api.requests("pods", "list");
     let watches = api.requests("pods", "watch");
     api.drop_watches();
+    // The pod and the policy both change, so each step has an allowed flow beside a denied one.
+    let policy_lists = api.requests("networkpolicies", "list");
     api.apply(client(json!({"app": "other"})));
-    world.expect("after dropped watches: client relabelled app=other", false, false);
+    api.apply(web_from(
+        json!([{"namespaceSelector": {"matchLabels": {"team": "b"}}}]),
+    ));
+    world.expect(
+        "after dropped watches: client relabelled, policy team=b",
+        false,
+        true,
+    );
     api.apply(client(json!({"app": "client"})));
-    world.expect("client relabelled back", true, false);
+    api.apply(web_from(
+        json!([{"podSelector": {"matchLabels": {"app": "client"}}}]),
+    ));
+    world.expect("client and policy back", true, false);
     assert_eq!(api.requests("pods", "list"), lists, "resumed, not listed again");
+    assert_eq!(
+        api.requests("networkpolicies", "list"),
+        policy_lists,
+        "resumed, not listed again"
+    );
     assert!(api.requests("pods", "watch") > watches, "watched again");
     assert!(api.bookmarks() > 0, "idle watches got bookmarks");
 
@@ -423,16 +426,16 @@ fn agent_keeps_the_node_equal_to_the_cluster() {
             "exec",
             &world.node_ns,
             env!("CARGO_BIN_EXE_netfence-agent"),
-            "--uninstall",
         ])
+        .args(["--uninstall", "--log-format", "json"])
         .output()
         .expect("uninstall runs");
-    assert!(
-        uninstall.status.success(),
-        "{}",
-        String::from_utf8_lossy(&uninstall.stderr)
-    );
-    assert!(String::from_utf8_lossy(&uninstall.stderr).contains("table inet netfence removed"));
+    let stderr = String::from_utf8_lossy(&uninstall.stderr);
+    assert!(uninstall.status.success(), "{stderr}");
+    let line = stderr.lines().last().expect("a log line");
+    let line: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("a JSON log line: {e}: {line}"));
+    assert_eq!(line["fields"]["message"], "table inet netfence removed", "{line}");
+    assert_eq!(line["level"], "INFO", "{line}");
     assert!(!world.has_table());
     world.expect("uninstalled: nothing policed", true, true);
 }

@@ -49,6 +49,17 @@ enum Command {
     Sandbox(SandboxArgs),
 }
 
+/// The flow every pod pair is asked about, and how the answer is printed (matrix, sandbox).
+#[derive(clap::Args, Debug)]
+pub struct FlowArgs {
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub protocol: ProtocolArg,
+    #[arg(long, default_value_t = 80)]
+    pub port: u16,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum ProtocolArg {
     #[value(alias = "TCP")]

@@ -16,6 +16,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use netfence_cli::sandbox::lab::in_netns;
 use serde_json::{json, Value};
 
 /// The resources served, by plural, with their API group path and list kind.
@@ -95,14 +96,7 @@ fn key_of(object: &Value) -> String {
 }
 
 fn bind_in(netns: &str, port: u16) -> std::io::Result<TcpListener> {
-    let path = format!("/var/run/netns/{netns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path)?;
-        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::other)?;
-        TcpListener::bind(("127.0.0.1", port))
-    })
-    .join()
-    .map_err(|_| std::io::Error::other("bind thread panicked"))?
+    in_netns(netns, move || TcpListener::bind(("127.0.0.1", port))).map_err(std::io::Error::other)?
 }
 
 impl Default for FakeApi {
@@ -446,11 +440,8 @@ fn serve(stream: TcpStream, shared: &Shared, stop: &AtomicBool) -> std::io::Resu
 /// `GET path` on 127.0.0.1:`port` inside `netns`: the status code and the body, or `None`
 /// when nothing answers.
 pub fn get(netns: &str, port: u16, path: &str) -> Option<(u16, String)> {
-    let file = format!("/var/run/netns/{netns}");
     let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    std::thread::spawn(move || -> Option<(u16, String)> {
-        let file = std::fs::File::open(&file).ok()?;
-        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+    in_netns(netns, move || -> Option<(u16, String)> {
         let mut stream =
             TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(2))
                 .ok()?;
@@ -462,7 +453,6 @@ pub fn get(netns: &str, port: u16, path: &str) -> Option<(u16, String)> {
         let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
         Some((code, body))
     })
-    .join()
     .ok()
     .flatten()
 }

@@ -6,19 +6,15 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 use netfence_cli::matrix::{self, Engine};
 
-use crate::{compile_nodes, load, protocol_of, OutputFormat, ProtocolArg};
+use crate::{compile_nodes, load, protocol_of, FlowArgs, OutputFormat};
 
 #[derive(clap::Args, Debug)]
 pub struct MatrixArgs {
     /// Files or directories of cluster YAML/JSON; - for stdin
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    #[arg(long, value_enum, default_value = "tcp")]
-    protocol: ProtocolArg,
-    #[arg(long, default_value_t = 80)]
-    port: u16,
-    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
-    output: OutputFormat,
+    #[command(flatten)]
+    flow: FlowArgs,
     /// Which evaluator decides: the compiled per-node rulesets, or the reference reading of the spec
     #[arg(long, value_enum, default_value = "compiled")]
     engine: EngineArg,
@@ -38,14 +34,14 @@ pub fn run_matrix(args: &MatrixArgs, allow_invalid: bool) -> ExitCode {
         Ok(input) => input,
         Err(code) => return code,
     };
-    let protocol = protocol_of(args.protocol);
+    let protocol = protocol_of(args.flow.protocol);
     let rulesets = compile_nodes(&input.snapshot);
     let (engine, other_engine) = match args.engine {
         EngineArg::Compiled => (Engine::Compiled(&rulesets), Engine::Reference),
         EngineArg::Reference => (Engine::Reference, Engine::Compiled(&rulesets)),
     };
-    let m = matrix::compute(&input.snapshot, engine, protocol, args.port);
-    match args.output {
+    let m = matrix::compute(&input.snapshot, engine, protocol, args.flow.port);
+    match args.flow.output {
         OutputFormat::Table => print!("{}", m.to_table()),
         OutputFormat::Json => println!(
             "{}",
@@ -53,7 +49,7 @@ pub fn run_matrix(args: &MatrixArgs, allow_invalid: bool) -> ExitCode {
         ),
     }
     if args.check {
-        let other = matrix::compute(&input.snapshot, other_engine, protocol, args.port);
+        let other = matrix::compute(&input.snapshot, other_engine, protocol, args.flow.port);
         let diffs = m.differences(&other);
         if !diffs.is_empty() {
             let name = |e: Engine| {

@@ -5,19 +5,15 @@ use std::process::ExitCode;
 
 use netfence_cli::sandbox::{lab, run};
 
-use crate::{compile_nodes, load, protocol_of, OutputFormat, ProtocolArg};
+use crate::{compile_nodes, load, protocol_of, FlowArgs, OutputFormat};
 
 #[derive(clap::Args, Debug)]
 pub struct SandboxArgs {
     /// Files or directories of cluster YAML/JSON; - for stdin
     #[arg(required_unless_present = "cleanup")]
     paths: Vec<PathBuf>,
-    #[arg(long, value_enum, default_value = "tcp")]
-    protocol: ProtocolArg,
-    #[arg(long, default_value_t = 80)]
-    port: u16,
-    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
-    output: OutputFormat,
+    #[command(flatten)]
+    flow: FlowArgs,
     /// Also compute the compiled matrix; exit 1 listing the cells where the kernel disagrees
     #[arg(long)]
     check: bool,
@@ -51,7 +47,7 @@ pub fn run_sandbox(args: &SandboxArgs, allow_invalid: bool) -> ExitCode {
         eprintln!("netfence: {note}");
     }
     let rulesets = compile_nodes(&snapshot);
-    let protocol = protocol_of(args.protocol);
+    let protocol = protocol_of(args.flow.protocol);
     let prefix = format!("{}{}", lab::PREFIX, std::process::id());
     let on_signal = prefix.clone();
     // Ctrl-C and SIGTERM: remove this run's namespaces before exiting.
@@ -62,7 +58,7 @@ pub fn run_sandbox(args: &SandboxArgs, allow_invalid: bool) -> ExitCode {
     let started = std::time::Instant::now();
     let result = lab::Lab::build(&snapshot, &prefix).and_then(|lab| {
         lab.program(&snapshot)?;
-        let observed = run::probe_all(&lab, &snapshot, protocol, args.port)?;
+        let observed = run::probe_all(&lab, &snapshot, protocol, args.flow.port)?;
         Ok((lab, observed))
     });
     let (mut lab, observed) = match result {
@@ -72,7 +68,7 @@ pub fn run_sandbox(args: &SandboxArgs, allow_invalid: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match args.output {
+    match args.flow.output {
         OutputFormat::Table => {
             print!("{}", observed.matrix.to_table());
             if let Some(m6) = &observed.matrix6 {
@@ -105,7 +101,7 @@ pub fn run_sandbox(args: &SandboxArgs, allow_invalid: bool) -> ExitCode {
     );
     let mut code = ExitCode::SUCCESS;
     if args.check {
-        let diffs = run::disagreements(&lab, &rulesets, &observed, protocol, args.port);
+        let diffs = run::disagreements(&lab, &rulesets, &observed, protocol, args.flow.port);
         if diffs.is_empty() {
             eprintln!("netfence: check: the kernel and the compiled rulesets agree on every probe");
         } else {
