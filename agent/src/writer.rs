@@ -163,13 +163,13 @@ impl Writer {
             );
         }
         let start = Instant::now();
-        let table = build(self.index.ruleset());
+        let mut table = build(self.index.ruleset());
         let full = self.applied.is_none();
         let result = match self.applied.take() {
             None => self
                 .session()
                 .and_then(|s| s.apply_full(&table).and_then(|r| s.verify(&table).map(|()| r))),
-            Some(old) => self.session().and_then(|s| s.apply_diff(&old, &table)),
+            Some(old) => self.session().and_then(|s| s.apply_diff(&old, &mut table)),
         };
         match result {
             Ok(report) => {

@@ -102,9 +102,9 @@ fn incremental(mut compiler: Compiler) -> (usize, Vec<Row>) {
         for (row, change) in rows.iter_mut().zip(changes) {
             let start = Instant::now();
             change(&mut compiler);
-            let new = build(compiler.ruleset());
+            let mut new = build(compiler.ruleset());
             let t = Instant::now();
-            let report = session.apply_diff(&applied, &new).expect("diff apply");
+            let report = session.apply_diff(&applied, &mut new).expect("diff apply");
             let send: Duration = t.elapsed();
             let total: Duration = start.elapsed();
             applied = new;

@@ -89,6 +89,20 @@ fn other_tables_are_never_touched() {
     // The same input again changes nothing, and says so; a dry run sends nothing.
     let again = ns.ok(NETFENCE, &["apply", demo.to_str().unwrap(), "--node", "node-1"]);
     assert!(again.contains("already in place, nothing changed"), "{again}");
+    // A set the kernel holds with another declared size (as an incremental apply may leave it)
+    // is reported as resized by a full apply.
+    let script = ns.ok(NETFENCE, &["compile", demo.to_str().unwrap(), "--node", "node-1"]);
+    let resized = script.replacen("size 64", "size 128", 1);
+    assert_ne!(resized, script, "the script declares sizes");
+    let path = std::env::temp_dir().join(format!("netfence-{}-resized.nft", std::process::id()));
+    std::fs::write(&path, resized).unwrap();
+    ns.ok("nft", &["-f", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).unwrap();
+    let report = ns.ok(NETFENCE, &["apply", demo.to_str().unwrap(), "--node", "node-1"]);
+    assert!(
+        report.contains(": 0 elements added, 0 removed; size 64, was 128"),
+        "{report}"
+    );
     let listed = ns.ok("nft", &["list", "table", "inet", "netfence"]);
     let dry = ns.ok(
         NETFENCE,

@@ -72,12 +72,12 @@ pub fn build(ruleset: &Ruleset) -> Table {
         };
         let name = namer.name("pods", &hint, &format!("{peer:?}"));
         for family in Family::BOTH {
-            sets.push(Set {
-                name: family_set_name(&name, family),
+            sets.push(Set::new(
+                family_set_name(&name, family),
                 family,
-                kind: SetKind::Addrs(split_family(addrs.iter().copied(), family)),
-                comment: comment(&format!("pods {peer}")),
-            });
+                SetKind::Addrs(split_family(addrs.iter().copied(), family)),
+                comment(&format!("pods {peer}")),
+            ));
         }
         names.pod_sets.insert(peer.clone(), name);
     }
@@ -93,12 +93,12 @@ pub fn build(ruleset: &Ruleset) -> Table {
         }
         let name = namer.name("cidr", &block.cidr.to_string(), &format!("{block:?}"));
         let except: Vec<String> = block.except.iter().map(ToString::to_string).collect();
-        sets.push(Set {
-            name: name.clone(),
-            family: Family::of(block.cidr.network()),
-            kind: SetKind::Ranges(interval::ranges(block)),
-            comment: comment(&format!("ipBlock {} except [{}]", block.cidr, except.join(","))),
-        });
+        sets.push(Set::new(
+            name.clone(),
+            Family::of(block.cidr.network()),
+            SetKind::Ranges(interval::ranges(block)),
+            comment(&format!("ipBlock {} except [{}]", block.cidr, except.join(","))),
+        ));
         names.blocks.insert(block.clone(), name);
     }
     for (named, map) in &ruleset.named_ports {
@@ -110,33 +110,33 @@ pub fn build(ruleset: &Ruleset) -> Table {
         );
         let name = namer.name("port", &hint, &format!("{named:?}"));
         for family in Family::BOTH {
-            sets.push(Set {
-                name: family_set_name(&name, family),
+            sets.push(Set::new(
+                family_set_name(&name, family),
                 family,
-                kind: SetKind::AddrPorts(
+                SetKind::AddrPorts(
                     map.iter()
                         .filter(|(a, _)| Family::of(**a) == family)
                         .map(|(a, p)| (*a, *p))
                         .collect(),
                 ),
-                comment: comment(&format!(
+                comment(&format!(
                     "{} named port {}/{}",
                     named.direction.as_str(),
                     named.protocol,
                     named.name
                 )),
-            });
+            ));
         }
         names.named.insert(named.clone(), name);
     }
     let node_set = "node-addrs";
     for family in Family::BOTH {
-        sets.push(Set {
-            name: family_set_name(node_set, family),
+        sets.push(Set::new(
+            family_set_name(node_set, family),
             family,
-            kind: SetKind::Addrs(split_family(ruleset.node_addrs.iter().copied(), family)),
-            comment: "this node's own addresses".to_string(),
-        });
+            SetKind::Addrs(split_family(ruleset.node_addrs.iter().copied(), family)),
+            "this node's own addresses".to_string(),
+        ));
     }
 
     let mut chains = Vec::new();
@@ -183,12 +183,12 @@ pub fn build(ruleset: &Ruleset) -> Table {
                 }
             }
             entries.sort();
-            sets.push(Set {
-                name: format!("{prefix}-dispatch-{}", family.suffix()),
+            sets.push(Set::new(
+                format!("{prefix}-dispatch-{}", family.suffix()),
                 family,
-                kind: SetKind::Dispatch(entries),
-                comment: format!("isolated pods to their {} allow-set", direction.as_str()),
-            });
+                SetKind::Dispatch(entries),
+                format!("isolated pods to their {} allow-set", direction.as_str()),
+            ));
         }
     }
 

@@ -1,6 +1,11 @@
 //! The difference between two tables, as the few changes an incremental transaction sends:
-//! set and map elements added or removed, chains added, rewritten or removed, sets added or
-//! removed. Pure; `netlink::apply_diff` sends a plan in one transaction.
+//! set and map elements added or removed, chains added, rewritten or removed, sets added,
+//! removed or recreated with another size. Pure; `netlink::apply_diff` sends a plan in one
+//! transaction.
+//!
+//! A hash set's declared size is a limit the kernel enforces, so a set that outgrows it is
+//! recreated; [`fit_sizes`] keeps the sizes already in the kernel wherever they still serve, so
+//! that happens only when a set doubles or shrinks to a sixteenth.
 //!
 //! Names carry a hash of what they stand for (a selector, an ipBlock, a set of policies), so a
 //! set or chain that keeps its name keeps its meaning: a relabelled pod changes elements only.
@@ -21,6 +26,9 @@ pub struct Plan {
     pub rewrite_chains: Vec<Chain>,
     /// Sets whose elements are replaced whole (interval sets, whose elements are not keys).
     pub refill_sets: Vec<Set>,
+    /// Sets and maps recreated under the same name (another size): deleted and added again
+    /// with all their elements. Every surviving chain that uses one is in `rewrite_chains`.
+    pub replace_sets: Vec<Set>,
     /// Elements to remove from existing sets (each `Set` holds only those elements).
     pub del_elements: Vec<Set>,
     /// Elements to add to existing sets.
@@ -38,32 +46,24 @@ impl Plan {
 
     /// Elements added plus elements removed.
     pub fn n_element_changes(&self) -> usize {
-        let count = |sets: &[Set]| sets.iter().map(n_elements).sum::<usize>();
+        let count = |sets: &[Set]| sets.iter().map(Set::n_elements).sum::<usize>();
         count(&self.add_elements) + count(&self.del_elements)
     }
 
     /// What the plan changes, in a line.
     pub fn summary(&self) -> String {
         format!(
-            "{} elements added, {} removed; {} sets added, {} removed, {} refilled; {} chains added, {} rewritten, {} removed",
-            self.add_elements.iter().map(n_elements).sum::<usize>(),
-            self.del_elements.iter().map(n_elements).sum::<usize>(),
+            "{} elements added, {} removed; {} sets added, {} removed, {} refilled, {} recreated; {} chains added, {} rewritten, {} removed",
+            self.add_elements.iter().map(Set::n_elements).sum::<usize>(),
+            self.del_elements.iter().map(Set::n_elements).sum::<usize>(),
             self.add_sets.len(),
             self.del_sets.len(),
             self.refill_sets.len(),
+            self.replace_sets.len(),
             self.add_chains.len(),
             self.rewrite_chains.len(),
             self.del_chains.len()
         )
-    }
-}
-
-fn n_elements(set: &Set) -> usize {
-    match &set.kind {
-        SetKind::Addrs(v) => v.len(),
-        SetKind::Ranges(v) => v.len(),
-        SetKind::AddrPorts(v) => v.len(),
-        SetKind::Dispatch(v) => v.len(),
     }
 }
 
@@ -130,19 +130,22 @@ pub fn diff(old: &Table, new: &Table) -> Plan {
         match old_sets.get(set.name.as_str()) {
             None => plan.add_sets.push(set.clone()),
             Some(old_set) if *old_set == set => {}
-            Some(old_set) if old_set.family != set.family => {
-                // Same name, other key type: cannot happen with derived names; replace it.
-                plan.del_sets.push(set.name.clone());
-                plan.add_sets.push(set.clone());
+            Some(old_set)
+                if old_set.size != set.size
+                    || old_set.family != set.family
+                    || std::mem::discriminant(&old_set.kind) != std::mem::discriminant(&set.kind) =>
+            {
+                // Another size, or (not with derived names) another key type: recreate it.
+                plan.replace_sets.push(set.clone());
             }
             Some(old_set) => match element_changes(old_set, set) {
                 Some((removed, added)) => {
                     let removed = with_kind(set, removed);
                     let added = with_kind(set, added);
-                    if n_elements(&removed) > 0 {
+                    if removed.n_elements() > 0 {
                         plan.del_elements.push(removed);
                     }
-                    if n_elements(&added) > 0 {
+                    if added.n_elements() > 0 {
                         plan.add_elements.push(added);
                     }
                 }
@@ -159,10 +162,18 @@ pub fn diff(old: &Table, new: &Table) -> Plan {
 
     let old_chains: BTreeMap<&str, &Chain> = old.chains.iter().map(|c| (c.name.as_str(), c)).collect();
     let new_names: BTreeSet<&str> = new.chains.iter().map(|c| c.name.as_str()).collect();
+    // A set can only be deleted once no rule uses it: chains whose rules use a recreated set
+    // are rewritten (or, gone from `new`, deleted; `netlink` empties those first).
+    let uses_replaced = |chain: &Chain| {
+        chain
+            .rules
+            .iter()
+            .any(|r| plan.replace_sets.iter().any(|s| r.uses_set(&s.name)))
+    };
     for chain in &new.chains {
         match old_chains.get(chain.name.as_str()) {
             None => plan.add_chains.push(chain.clone()),
-            Some(old_chain) if *old_chain == chain => {}
+            Some(old_chain) if *old_chain == chain && !uses_replaced(old_chain) => {}
             Some(_) => plan.rewrite_chains.push(chain.clone()),
         }
     }
@@ -175,6 +186,27 @@ pub fn diff(old: &Table, new: &Table) -> Plan {
     plan
 }
 
+/// Gives each hash set of `new` the size its namesake in `old` (the kernel's table) was
+/// declared with, while that size still holds the set's elements and is at most four times the
+/// size the set would be created with (so at most 16 times its elements): such a set changes by
+/// its elements alone. Other sets keep the size they were built with, and the diff recreates
+/// them. Hysteresis: a set recreated at size `2n..4n` for `n` elements is recreated again only
+/// once it doubles or falls to under a quarter of `n`, so a set hovering at a boundary is not
+/// recreated on every change.
+pub fn fit_sizes(old: &Table, new: &mut Table) {
+    let old_sets: BTreeMap<&str, &Set> = old.sets.iter().map(|s| (s.name.as_str(), s)).collect();
+    for set in &mut new.sets {
+        let (Some(old_set), Some(fresh)) = (old_sets.get(set.name.as_str()), set.fresh_size()) else {
+            continue;
+        };
+        let Some(kept) = old_set.size else { continue };
+        let fits = u32::try_from(set.n_elements()).is_ok_and(|n| n <= kept);
+        if fits && u64::from(kept) <= 4 * u64::from(fresh) {
+            set.size = Some(kept);
+        }
+    }
+}
+
 /// The table that results from applying `plan` to `old`, as the kernel would hold it (sets and
 /// chains by name; order is the table's own concern).
 pub fn apply_to(old: &Table, plan: &Plan) -> Table {
@@ -184,7 +216,12 @@ pub fn apply_to(old: &Table, plan: &Plan) -> Table {
     for name in &plan.del_sets {
         sets.remove(name);
     }
-    for set in plan.add_sets.iter().chain(&plan.refill_sets) {
+    for set in plan
+        .add_sets
+        .iter()
+        .chain(&plan.refill_sets)
+        .chain(&plan.replace_sets)
+    {
         sets.insert(set.name.clone(), set.clone());
     }
     for delta in &plan.del_elements {
@@ -259,4 +296,143 @@ pub fn same_content(a: &Table, b: &Table) -> bool {
         (sets, chains)
     };
     norm(a) == norm(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::{apply_to, diff, fit_sizes, same_content};
+    use crate::nft::{hash_size, Addr, Chain, Family, Hook, Rule, Set, SetKind, Table, Verdict};
+
+    fn addrs(n: usize) -> SetKind {
+        SetKind::Addrs(
+            (0..n)
+                .map(|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i as u32)))
+                .collect(),
+        )
+    }
+
+    /// A base chain dispatching through map `m` (jumping to `c`) and chain `c` reading set `s`.
+    fn table(n_set: usize, n_map: usize) -> Table {
+        let map = SetKind::Dispatch(
+            (0..n_map)
+                .map(|i| {
+                    (
+                        IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + i as u32)),
+                        "c".to_string(),
+                    )
+                })
+                .collect(),
+        );
+        Table {
+            sets: vec![
+                Set::new("s".into(), Family::V4, addrs(n_set), String::new()),
+                Set::new("m".into(), Family::V4, map, String::new()),
+            ],
+            chains: vec![
+                Chain {
+                    name: "base".into(),
+                    hook: Some(Hook::Forward),
+                    rules: vec![Rule {
+                        matches: vec![],
+                        verdict: Verdict::Dispatch {
+                            family: Family::V4,
+                            addr: Addr::Daddr,
+                            map: "m".into(),
+                        },
+                        comment: None,
+                    }],
+                    comment: String::new(),
+                },
+                Chain {
+                    name: "c".into(),
+                    hook: None,
+                    rules: vec![Rule {
+                        matches: vec![crate::nft::Match::AddrIn {
+                            family: Family::V4,
+                            addr: Addr::Saddr,
+                            set: "s".into(),
+                        }],
+                        verdict: Verdict::Accept,
+                        comment: None,
+                    }],
+                    comment: String::new(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn sizes_are_powers_of_two_with_room_to_double() {
+        assert_eq!(hash_size(0), 64);
+        assert_eq!(hash_size(32), 64);
+        assert_eq!(hash_size(33), 128);
+        assert_eq!(hash_size(100_201), 262_144);
+        assert_eq!(hash_size(usize::MAX), 1 << 31);
+        let ranges = Set::new("r".into(), Family::V4, SetKind::Ranges(vec![]), String::new());
+        assert_eq!(ranges.size, None);
+    }
+
+    #[test]
+    fn sets_keep_their_size_while_it_fits_and_is_not_too_sparse() {
+        let old = table(1000, 10); // s: 2048, m: 64
+        for (n, kept) in [
+            (1000, true),
+            (2048, true),
+            (2049, false),
+            (129, true),
+            (127, false),
+        ] {
+            let mut new = table(n, 10);
+            fit_sizes(&old, &mut new);
+            let size = new.set("s").unwrap().size.unwrap();
+            assert_eq!(size == 2048, kept, "{n} elements: size {size}");
+            assert!(n <= size as usize);
+            let plan = diff(&old, &new);
+            assert_eq!(
+                plan.replace_sets.len(),
+                usize::from(!kept),
+                "{n}: {}",
+                plan.summary()
+            );
+            // A kept set changes by its elements alone; a recreated one carries all of them.
+            assert!(plan
+                .del_elements
+                .iter()
+                .chain(&plan.add_elements)
+                .all(|s| kept && s.name == "s"));
+            assert!(same_content(&apply_to(&old, &plan), &new));
+        }
+    }
+
+    #[test]
+    fn a_recreated_set_rewrites_every_chain_that_reads_it() {
+        let old = table(10, 10);
+        let mut new = table(10, 100); // m outgrows 64
+        fit_sizes(&old, &mut new);
+        let plan = diff(&old, &new);
+        assert_eq!(
+            plan.replace_sets
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
+            ["m"]
+        );
+        // The base chain is unchanged but holds the map: it is rewritten so the map can go.
+        assert_eq!(
+            plan.rewrite_chains
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
+            ["base"]
+        );
+        assert!(plan.add_elements.is_empty() && plan.del_elements.is_empty());
+        assert!(same_content(&apply_to(&old, &plan), &new));
+        // And back down to 10 elements: the map keeps 256 (at most 4 x 64, the fresh size).
+        let mut down = table(10, 10);
+        fit_sizes(&new, &mut down);
+        assert_eq!(down.set("m").unwrap().size, Some(256));
+        assert!(diff(&new, &down).replace_sets.is_empty());
+    }
 }

@@ -57,8 +57,60 @@ pub struct Set {
     pub name: String,
     pub family: Family,
     pub kind: SetKind,
+    /// The most elements the kernel lets the set hold (`size` in the script), for hash sets and
+    /// maps; `None` for interval sets. Declaring it makes the kernel pick its fixed-size hash,
+    /// with the buckets allocated once, over the resizable one it grows element by element:
+    /// half the kernel's time to load 100k elements. See [`hash_size`].
+    pub size: Option<u32>,
     /// Where it comes from, for readers of the script: never cluster text unescaped.
     pub comment: String,
+}
+
+/// The smallest size a hash set is declared with.
+pub const MIN_HASH_SIZE: u32 = 64;
+
+/// The size a hash set of `n` elements is declared with when it is created: the power of two
+/// at or above twice `n`, at least [`MIN_HASH_SIZE`]. It leaves room to double before an
+/// incremental change must recreate the set (see `diff::fit_sizes`).
+pub fn hash_size(n: usize) -> u32 {
+    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    n.saturating_mul(2)
+        .checked_next_power_of_two()
+        .unwrap_or(1 << 31)
+        .max(MIN_HASH_SIZE)
+}
+
+impl Set {
+    /// A set declared with the size [`hash_size`] gives its elements, or none for interval
+    /// sets, whose elements are ranges.
+    pub fn new(name: String, family: Family, kind: SetKind, comment: String) -> Set {
+        let mut set = Set {
+            name,
+            family,
+            kind,
+            size: None,
+            comment,
+        };
+        set.size = set.fresh_size();
+        set
+    }
+
+    /// The size a set with these elements is created with.
+    pub fn fresh_size(&self) -> Option<u32> {
+        match self.kind {
+            SetKind::Ranges(_) => None,
+            _ => Some(hash_size(self.n_elements())),
+        }
+    }
+
+    pub fn n_elements(&self) -> usize {
+        match &self.kind {
+            SetKind::Addrs(v) => v.len(),
+            SetKind::Ranges(v) => v.len(),
+            SetKind::AddrPorts(v) => v.len(),
+            SetKind::Dispatch(v) => v.len(),
+        }
+    }
 }
 
 /// One condition of a rule.
@@ -108,6 +160,17 @@ pub struct Rule {
     pub comment: Option<String>,
 }
 
+impl Rule {
+    /// Whether the rule reads the named set or map.
+    pub fn uses_set(&self, name: &str) -> bool {
+        let in_matches = self.matches.iter().any(|m| match m {
+            Match::AddrIn { set, .. } | Match::DaddrPortIn { set, .. } => set == name,
+            _ => false,
+        });
+        in_matches || matches!(&self.verdict, Verdict::Dispatch { map, .. } if map == name)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
     Forward,
@@ -151,14 +214,6 @@ impl Table {
     }
 
     pub fn n_elements(&self) -> usize {
-        self.sets
-            .iter()
-            .map(|s| match &s.kind {
-                SetKind::Addrs(v) => v.len(),
-                SetKind::Ranges(v) => v.len(),
-                SetKind::AddrPorts(v) => v.len(),
-                SetKind::Dispatch(v) => v.len(),
-            })
-            .sum()
+        self.sets.iter().map(Set::n_elements).sum()
     }
 }

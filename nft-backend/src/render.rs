@@ -72,8 +72,9 @@ fn set_text(set: &Set) -> String {
             entries.iter().map(|(a, c)| format!("{a} : jump {c}")).collect(),
         ),
     };
+    let size = set.size.map_or(String::new(), |n| format!("\t\tsize {n}\n"));
     format!(
-        "\t{keyword} {} {{\n\t\t{header}\n\t\tcomment \"{}\"\n{}\t}}\n",
+        "\t{keyword} {} {{\n\t\t{header}\n{size}\t\tcomment \"{}\"\n{}\t}}\n",
         set.name,
         set.comment,
         elements(items)

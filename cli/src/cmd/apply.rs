@@ -107,6 +107,10 @@ pub fn netlink_exit(e: &netlink::NetlinkError) -> ExitCode {
 }
 
 /// What applying `want` changes in the kernel's table, one line per set or chain.
+fn size_text(size: Option<u32>) -> String {
+    size.map_or_else(|| "none".to_string(), |n| n.to_string())
+}
+
 fn describe_changes(current: Option<&netlink::Listing>, want: &netlink::Listing) -> Vec<String> {
     let Some(current) = current else {
         return vec![format!(
@@ -122,7 +126,13 @@ fn describe_changes(current: Option<&netlink::Listing>, want: &netlink::Listing)
             Some(old) if old != set => {
                 let added = set.elements.difference(&old.elements).count();
                 let removed = old.elements.difference(&set.elements).count();
-                out.push(format!("set {name}: {added} elements added, {removed} removed"));
+                let resized = match (old.size, set.size) {
+                    (was, now) if was == now => String::new(),
+                    (was, now) => format!("; size {}, was {}", size_text(now), size_text(was)),
+                };
+                out.push(format!(
+                    "set {name}: {added} elements added, {removed} removed{resized}"
+                ));
             }
             Some(_) => {}
         }

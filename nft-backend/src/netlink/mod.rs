@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use nftnl::{Batch, FinalizedBatch, MsgType};
 use nftnl_sys::libc;
 
-use crate::diff::{diff, Plan};
+use crate::diff::{diff, fit_sizes, Plan};
 use crate::nft::{Set, SetKind, Table};
 use objects::{
     chain_message, delete_chain_message, delete_set_message, element_messages, flush_chain_message,
@@ -109,33 +109,39 @@ fn full_messages(table: &Table) -> Result<Vec<Message>, NetlinkError> {
 }
 
 /// The messages of an incremental plan, in an order every step of which the kernel accepts:
-/// new sets and chains first, then rules (which may use them), then element changes (new map
-/// elements jump to new chains), then what nothing refers to any more.
+/// new sets and chains first; chains to be rewritten emptied (and, when sets are recreated,
+/// chains to be deleted too, so no rule holds a set being deleted); recreated sets deleted and
+/// added again; new maps (their elements jump to chains that exist by now); rules (which may
+/// use all of these); element changes; then what nothing refers to any more.
 fn plan_messages(plan: &Plan) -> Result<Vec<Message>, NetlinkError> {
     let mut ids = Ids {
         next: 0,
         by_name: Vec::new(),
     };
     let mut out = Vec::new();
-    for set in plan
-        .add_sets
-        .iter()
-        .filter(|s| !matches!(s.kind, SetKind::Dispatch(_)))
-    {
+    let is_map = |s: &&Set| matches!(s.kind, SetKind::Dispatch(_));
+    for set in plan.add_sets.iter().filter(|s| !is_map(s)) {
         out.extend(set_messages(set, &mut ids)?);
     }
     for chain in &plan.add_chains {
         out.push(chain_message(chain)?);
     }
-    for set in plan
-        .add_sets
-        .iter()
-        .filter(|s| matches!(s.kind, SetKind::Dispatch(_)))
-    {
-        out.extend(set_messages(set, &mut ids)?);
-    }
     for chain in &plan.rewrite_chains {
         out.push(flush_chain_message(&chain.name)?);
+    }
+    if !plan.replace_sets.is_empty() {
+        for name in &plan.del_chains {
+            out.push(flush_chain_message(name)?);
+        }
+    }
+    for set in &plan.replace_sets {
+        out.push(delete_set_message(&set.name)?);
+    }
+    for set in plan.replace_sets.iter().filter(|s| !is_map(s)) {
+        out.extend(set_messages(set, &mut ids)?);
+    }
+    for set in plan.add_sets.iter().chain(&plan.replace_sets).filter(is_map) {
+        out.extend(set_messages(set, &mut ids)?);
     }
     for chain in plan.add_chains.iter().chain(&plan.rewrite_chains) {
         for rule in &chain.rules {
@@ -247,8 +253,13 @@ impl Session {
 
     /// Turns the kernel's table from `old` (what was applied last) into `new` with only the
     /// differences, in one transaction. An empty difference sends nothing.
-    pub fn apply_diff(&mut self, old: &Table, new: &Table) -> Result<ApplyReport, NetlinkError> {
+    ///
+    /// `new`'s set sizes are first fitted to `old`'s ([`fit_sizes`]): a set that still fits
+    /// the size it has in the kernel keeps it. So `new` is, after the call, exactly what the
+    /// kernel holds (what [`Session::verify`] and the next `apply_diff` must be given).
+    pub fn apply_diff(&mut self, old: &Table, new: &mut Table) -> Result<ApplyReport, NetlinkError> {
         let start = Instant::now();
+        fit_sizes(old, new);
         let plan = diff(old, new);
         if plan.is_empty() {
             return Ok(ApplyReport {
@@ -296,7 +307,7 @@ pub fn apply_full(table: &Table) -> Result<ApplyReport, NetlinkError> {
 }
 
 /// [`Session::apply_diff`] on a session of its own.
-pub fn apply_diff(old: &Table, new: &Table) -> Result<ApplyReport, NetlinkError> {
+pub fn apply_diff(old: &Table, new: &mut Table) -> Result<ApplyReport, NetlinkError> {
     Session::open()?.apply_diff(old, new)
 }
 

@@ -353,6 +353,9 @@ pub(super) fn set_messages(set: &Set, ids: &mut Ids) -> Result<Vec<Message>, Net
             );
         }
         sys::nftnl_set_set_data(s.as_ptr(), sys::NFTNL_SET_USERDATA as u16, data, len);
+        if let Some(size) = set.size {
+            sys::nftnl_set_set_u32(s.as_ptr(), sys::NFTNL_SET_DESC_SIZE as u16, size);
+        }
     }
     let mut out = vec![Message::new(
         libc::NFT_MSG_NEWSET,

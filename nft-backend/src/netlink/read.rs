@@ -25,6 +25,8 @@ pub struct ChainListing {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SetListing {
     pub comment: Option<String>,
+    /// The declared size (`None` when none was declared).
+    pub size: Option<u32>,
     pub elements: BTreeSet<ElementListing>,
 }
 
@@ -60,6 +62,10 @@ impl Listing {
         for (name, s) in &self.sets {
             match other.sets.get(name) {
                 None => out.push(format!("set {name} missing")),
+                Some(o) if o.size != s.size => out.push(format!(
+                    "set {name} differs (size {:?}, {:?} expected)",
+                    o.size, s.size
+                )),
                 Some(o) if o != s => out.push(format!(
                     "set {name} differs ({} elements, {} expected)",
                     o.elements.len(),
@@ -107,6 +113,7 @@ pub fn expected(table: &Table) -> Result<Listing, NetlinkError> {
             set.name.clone(),
             SetListing {
                 comment: Some(set.comment.clone()),
+                size: set.size,
                 elements,
             },
         );
@@ -149,7 +156,8 @@ unsafe fn owned_bytes(ptr: *const c_void, len: u32) -> Vec<u8> {
 /// What each dump collects.
 enum Dump {
     Chains(Vec<(String, Option<String>)>),
-    Sets(Vec<(String, Option<String>)>),
+    /// Name, comment and declared size of each set.
+    Sets(Vec<(String, Option<String>, Option<u32>)>),
     Rules(Vec<(String, Option<String>)>),
     Elements(BTreeSet<ElementListing>),
 }
@@ -183,8 +191,13 @@ fn on_message(nlh: &libc::nlmsghdr, dump: &mut Dump) -> libc::c_int {
                         owned_str(sys::nftnl_set_get_str(s, sys::NFTNL_SET_NAME as u16)).unwrap_or_default();
                     let mut len = 0u32;
                     let data = sys::nftnl_set_get_data(s, sys::NFTNL_SET_USERDATA as u16, &mut len);
+                    let size = if sys::nftnl_set_is_set(s, sys::NFTNL_SET_DESC_SIZE as u16) {
+                        Some(sys::nftnl_set_get_u32(s, sys::NFTNL_SET_DESC_SIZE as u16))
+                    } else {
+                        None
+                    };
                     if table.as_deref() == Some(TABLE) {
-                        out.push((name, udata_str(&owned_bytes(data, len), UDATA_SET_COMMENT)));
+                        out.push((name, udata_str(&owned_bytes(data, len), UDATA_SET_COMMENT), size));
                     }
                 }
                 sys::nftnl_set_free(s);
@@ -326,11 +339,18 @@ pub(super) fn read(socket: &mnl::Socket) -> Result<Option<Listing>, NetlinkError
     let mut sets = Dump::Sets(Vec::new());
     dump(socket, libc::NFT_MSG_GETSET, None, &mut sets)?;
     if let Dump::Sets(list) = sets {
-        for (name, comment) in list.into_iter().filter(|(n, _)| !n.starts_with("__set")) {
+        for (name, comment, size) in list.into_iter().filter(|(n, ..)| !n.starts_with("__set")) {
             let mut elements = Dump::Elements(BTreeSet::new());
             dump(socket, libc::NFT_MSG_GETSETELEM, Some(&name), &mut elements)?;
             if let Dump::Elements(elements) = elements {
-                listing.sets.insert(name, SetListing { comment, elements });
+                listing.sets.insert(
+                    name,
+                    SetListing {
+                        comment,
+                        size,
+                        elements,
+                    },
+                );
             }
         }
     }
