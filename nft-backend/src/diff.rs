@@ -5,7 +5,7 @@
 //!
 //! A hash set's declared size is a limit the kernel enforces, so a set that outgrows it is
 //! recreated; [`fit_sizes`] keeps the sizes already in the kernel wherever they still serve, so
-//! that happens only when a set doubles or shrinks to a sixteenth.
+//! that happens only when a set outgrows its size or falls to a sixteenth of it.
 //!
 //! Names carry a hash of what they stand for (a selector, an ipBlock, a set of policies), so a
 //! set or chain that keeps its name keeps its meaning: a relabelled pod changes elements only.
@@ -190,9 +190,9 @@ pub fn diff(old: &Table, new: &Table) -> Plan {
 /// declared with, while that size still holds the set's elements and is at most four times the
 /// size the set would be created with (so at most 16 times its elements): such a set changes by
 /// its elements alone. Other sets keep the size they were built with, and the diff recreates
-/// them. Hysteresis: a set recreated at size `2n..4n` for `n` elements is recreated again only
-/// once it doubles or falls to under a quarter of `n`, so a set hovering at a boundary is not
-/// recreated on every change.
+/// them. Hysteresis: a set created for `n` elements (size `2n` to `4n`) is recreated only once
+/// it outgrows that size or falls to between `n/4` and `n/8`, so a set hovering at a boundary
+/// is not recreated on every change.
 pub fn fit_sizes(old: &Table, new: &mut Table) {
     let old_sets: BTreeMap<&str, &Set> = old.sets.iter().map(|s| (s.name.as_str(), s)).collect();
     for set in &mut new.sets {
