@@ -188,9 +188,9 @@ pub fn diff(old: &Table, new: &Table) -> Plan {
 
 /// Gives each hash set of `new` the size its namesake in `old` (the kernel's table) was
 /// declared with, while that size still holds the set's elements and is at most four times the
-/// size the set would be created with (so at most 16 times its elements): such a set changes by
-/// its elements alone. Other sets keep the size they were built with, and the diff recreates
-/// them. Hysteresis: a set created for `n` elements (size `2n` to `4n`) is recreated only once
+/// size the set would be created with (so under 16 times its elements, or at most 256): such a
+/// set changes by its elements alone. Other sets keep the size they were built with, and the
+/// diff recreates them. Hysteresis: a set created for `n` elements (size `2n` to `4n`) is recreated only once
 /// it outgrows that size or falls to between `n/4` and `n/8`, so a set hovering at a boundary
 /// is not recreated on every change.
 pub fn fit_sizes(old: &Table, new: &mut Table) {
@@ -363,6 +363,10 @@ mod tests {
         }
     }
 
+    fn names<'a>(of: impl Iterator<Item = &'a String>) -> Vec<&'a str> {
+        of.map(String::as_str).collect()
+    }
+
     #[test]
     fn sizes_are_powers_of_two_with_room_to_double() {
         assert_eq!(hash_size(0), 64);
@@ -412,21 +416,9 @@ mod tests {
         let mut new = table(10, 100); // m outgrows 64
         fit_sizes(&old, &mut new);
         let plan = diff(&old, &new);
-        assert_eq!(
-            plan.replace_sets
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>(),
-            ["m"]
-        );
+        assert_eq!(names(plan.replace_sets.iter().map(|s| &s.name)), ["m"]);
         // The base chain is unchanged but holds the map: it is rewritten so the map can go.
-        assert_eq!(
-            plan.rewrite_chains
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>(),
-            ["base"]
-        );
+        assert_eq!(names(plan.rewrite_chains.iter().map(|c| &c.name)), ["base"]);
         assert!(plan.add_elements.is_empty() && plan.del_elements.is_empty());
         assert!(same_content(&apply_to(&old, &plan), &new));
         // And back down to 10 elements: the map keeps 256 (at most 4 x 64, the fresh size).

@@ -107,60 +107,13 @@ pub fn netlink_exit(e: &netlink::NetlinkError) -> ExitCode {
 }
 
 /// What applying `want` changes in the kernel's table, one line per set or chain.
-fn size_text(size: Option<u32>) -> String {
-    size.map_or_else(|| "none".to_string(), |n| n.to_string())
-}
-
 fn describe_changes(current: Option<&netlink::Listing>, want: &netlink::Listing) -> Vec<String> {
-    let Some(current) = current else {
-        return vec![format!(
+    match current {
+        None => vec![format!(
             "table inet netfence created with {} sets and maps, {} chains",
             want.sets.len(),
             want.chains.len()
-        )];
-    };
-    let mut out = Vec::new();
-    for (name, set) in &want.sets {
-        match current.sets.get(name) {
-            None => out.push(format!("set {name} added ({} elements)", set.elements.len())),
-            Some(old) if old != set => {
-                let added = set.elements.difference(&old.elements).count();
-                let removed = old.elements.difference(&set.elements).count();
-                let resized = match (old.size, set.size) {
-                    (was, now) if was == now => String::new(),
-                    (was, now) => format!("; size {}, was {}", size_text(now), size_text(was)),
-                };
-                out.push(format!(
-                    "set {name}: {added} elements added, {removed} removed{resized}"
-                ));
-            }
-            Some(_) => {}
-        }
+        )],
+        Some(current) => want.changes_from(current),
     }
-    out.extend(
-        current
-            .sets
-            .keys()
-            .filter(|n| !want.sets.contains_key(*n))
-            .map(|n| format!("set {n} removed")),
-    );
-    for (name, chain) in &want.chains {
-        match current.chains.get(name) {
-            None => out.push(format!("chain {name} added ({} rules)", chain.rules.len())),
-            Some(old) if old != chain => out.push(format!(
-                "chain {name}: {} rules, was {}",
-                chain.rules.len(),
-                old.rules.len()
-            )),
-            Some(_) => {}
-        }
-    }
-    out.extend(
-        current
-            .chains
-            .keys()
-            .filter(|n| !want.chains.contains_key(*n))
-            .map(|n| format!("chain {n} removed")),
-    );
-    out
 }

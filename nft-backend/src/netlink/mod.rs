@@ -42,7 +42,9 @@ pub enum NetlinkError {
     },
     #[error("netlink: reading acknowledgements failed: {0}")]
     Receive(#[source] io::Error),
-    #[error("netlink: the table was applied, but the kernel holds something else: {0}")]
+    #[error(
+        "netlink: the table was applied, but the kernel holds something else (from what was intended: {0})"
+    )]
     Mismatch(String),
     #[error("netlink: {0} contains a NUL byte")]
     Name(String),
@@ -291,7 +293,7 @@ impl Session {
                 crate::TABLE
             ))),
             Some(got) if got == want => Ok(()),
-            Some(got) => Err(NetlinkError::Mismatch(want.differences(&got).join("; "))),
+            Some(got) => Err(NetlinkError::Mismatch(got.changes_from(&want).join("; "))),
         }
     }
 

@@ -38,51 +38,65 @@ pub struct Listing {
 }
 
 impl Listing {
-    /// What differs from `other`, in a few words, for error messages.
-    pub fn differences(&self, other: &Listing) -> Vec<String> {
+    /// What turning `from` into this listing changes, one line per set or chain: what
+    /// `netfence apply` reports it changed, and (from the intended table to what the kernel
+    /// holds) what a failed read-back found.
+    pub fn changes_from(&self, from: &Listing) -> Vec<String> {
         let mut out = Vec::new();
-        for (name, c) in &self.chains {
-            match other.chains.get(name) {
-                None => out.push(format!("chain {name} missing")),
-                Some(o) if o != c => out.push(format!(
-                    "chain {name} differs ({} rules, {} expected)",
-                    o.rules.len(),
-                    c.rules.len()
-                )),
-                Some(_) => {}
-            }
-        }
-        out.extend(
-            other
-                .chains
-                .keys()
-                .filter(|n| !self.chains.contains_key(*n))
-                .map(|n| format!("chain {n} unexpected")),
+        changes(
+            &mut out,
+            "set",
+            &from.sets,
+            &self.sets,
+            |s| format!("{} elements", s.elements.len()),
+            |old, new| {
+                let added = new.elements.difference(&old.elements).count();
+                let removed = old.elements.difference(&new.elements).count();
+                let mut line = format!("{added} elements added, {removed} removed");
+                if old.size != new.size {
+                    let text = |size: Option<u32>| size.map_or_else(|| "none".to_string(), |n| n.to_string());
+                    line.push_str(&format!("; size {}, was {}", text(new.size), text(old.size)));
+                }
+                line
+            },
         );
-        for (name, s) in &self.sets {
-            match other.sets.get(name) {
-                None => out.push(format!("set {name} missing")),
-                Some(o) if o.size != s.size => out.push(format!(
-                    "set {name} differs (size {:?}, {:?} expected)",
-                    o.size, s.size
-                )),
-                Some(o) if o != s => out.push(format!(
-                    "set {name} differs ({} elements, {} expected)",
-                    o.elements.len(),
-                    s.elements.len()
-                )),
-                Some(_) => {}
-            }
-        }
-        out.extend(
-            other
-                .sets
-                .keys()
-                .filter(|n| !self.sets.contains_key(*n))
-                .map(|n| format!("set {n} unexpected")),
+        changes(
+            &mut out,
+            "chain",
+            &from.chains,
+            &self.chains,
+            |c| format!("{} rules", c.rules.len()),
+            |old, new| match (old.rules.len(), new.rules.len()) {
+                (was, now) if was != now => format!("{now} rules, was {was}"),
+                (_, now) => format!("its {now} rules or comment changed"),
+            },
         );
         out
     }
+}
+
+/// Lines for the objects of one kind: added (with `size`), changed (`change(old, new)`),
+/// removed.
+fn changes<T: PartialEq>(
+    out: &mut Vec<String>,
+    kind: &str,
+    from: &BTreeMap<String, T>,
+    to: &BTreeMap<String, T>,
+    size: impl Fn(&T) -> String,
+    change: impl Fn(&T, &T) -> String,
+) {
+    for (name, new) in to {
+        match from.get(name) {
+            None => out.push(format!("{kind} {name} added ({})", size(new))),
+            Some(old) if old != new => out.push(format!("{kind} {name}: {}", change(old, new))),
+            Some(_) => {}
+        }
+    }
+    out.extend(
+        from.keys()
+            .filter(|n| !to.contains_key(*n))
+            .map(|n| format!("{kind} {n} removed")),
+    );
 }
 
 /// The listing the kernel should hold after `table` was applied.
@@ -355,4 +369,76 @@ pub(super) fn read(socket: &mnl::Socket) -> Result<Option<Listing>, NetlinkError
         }
     }
     Ok(Some(listing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ChainListing, Listing, SetListing};
+
+    fn set(size: Option<u32>, keys: &[u8]) -> SetListing {
+        SetListing {
+            comment: None,
+            size,
+            elements: keys.iter().map(|k| (vec![*k], 0, None)).collect(),
+        }
+    }
+
+    fn chain(n_rules: usize, comment: &str) -> ChainListing {
+        ChainListing {
+            comment: Some(comment.to_string()),
+            rules: vec![None; n_rules],
+        }
+    }
+
+    #[test]
+    fn changes_name_each_object_added_changed_or_removed() {
+        let from = Listing {
+            sets: [
+                ("grown", set(Some(64), &[1, 2])),
+                ("resized", set(Some(128), &[1])),
+                ("same", set(Some(64), &[1])),
+                ("gone", set(None, &[])),
+            ]
+            .map(|(n, s)| (n.to_string(), s))
+            .into(),
+            chains: [
+                ("longer", chain(1, "c")),
+                ("recommented", chain(2, "a")),
+                ("old", chain(3, "c")),
+            ]
+            .map(|(n, c)| (n.to_string(), c))
+            .into(),
+        };
+        let to = Listing {
+            sets: [
+                ("grown", set(Some(64), &[2, 3, 4])),
+                ("resized", set(Some(64), &[1])),
+                ("same", set(Some(64), &[1])),
+                ("new", set(Some(64), &[1, 2])),
+            ]
+            .map(|(n, s)| (n.to_string(), s))
+            .into(),
+            chains: [
+                ("longer", chain(2, "c")),
+                ("recommented", chain(2, "b")),
+                ("fresh", chain(1, "c")),
+            ]
+            .map(|(n, c)| (n.to_string(), c))
+            .into(),
+        };
+        assert_eq!(
+            to.changes_from(&from),
+            [
+                "set grown: 2 elements added, 1 removed",
+                "set new added (2 elements)",
+                "set resized: 0 elements added, 0 removed; size 64, was 128",
+                "set gone removed",
+                "chain fresh added (1 rules)",
+                "chain longer: 2 rules, was 1",
+                "chain recommented: its 2 rules or comment changed",
+                "chain old removed",
+            ]
+        );
+        assert!(to.changes_from(&to).is_empty());
+    }
 }
