@@ -19,6 +19,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use common::{eventually, ingress_policy, namespace, node, pod, Agent};
+use netfence_tests::bench::Goals;
 use netfence_tests::fakeapi::{get, FakeApi};
 use netfence_tests::netns::{require_root_and_nft, Netns};
 use nix::sys::socket::{
@@ -163,7 +164,7 @@ fn memory_of(pid: u32) -> (f64, f64) {
     (kib("VmHWM:") / 1024.0, kib("VmRSS:") / 1024.0)
 }
 
-fn latency(netns: &Netns, dir: &std::path::Path) {
+fn latency(netns: &Netns, dir: &std::path::Path, goals: &mut Goals) {
     let mut api = FakeApi::new();
     for object in cluster(10_000, 1_000) {
         api.apply(object);
@@ -211,10 +212,12 @@ fn latency(netns: &Netns, dir: &std::path::Path) {
         "| {p50:.2} | {p99:.2} | {max:.2} | {:.2} | {hwm:.0} | {rss:.0} |",
         p99 / 50.0
     );
+    goals.at_most("event-to-enforced p99, ms", p99, 50.0);
+    goals.at_most("changes without a transaction", missed as f64, 0.0);
     assert_eq!(agent.signal(nix::sys::signal::Signal::SIGTERM), Some(0));
 }
 
-fn memory(netns: &Netns, dir: &std::path::Path) {
+fn memory(netns: &Netns, dir: &std::path::Path, goals: &mut Goals) {
     let mut api = FakeApi::new();
     for object in cluster(150_000, 1_000) {
         api.apply(object);
@@ -232,6 +235,7 @@ fn memory(netns: &Netns, dir: &std::path::Path) {
         synced.as_secs_f64(),
         hwm / 300.0
     );
+    goals.at_most("agent peak RSS with 150k pods, MiB", hwm, 300.0);
 }
 
 fn main() {
@@ -239,6 +243,8 @@ fn main() {
     let netns = Netns::new("agb");
     netns.ok("ip", &["link", "set", "lo", "up"]);
     let dir = tempfile::tempdir().expect("tempdir");
-    latency(&netns, dir.path());
-    memory(&netns, dir.path());
+    let mut goals = Goals::new();
+    latency(&netns, dir.path(), &mut goals);
+    memory(&netns, dir.path(), &mut goals);
+    goals.finish();
 }

@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use netfence_cli::sandbox::lab::in_netns;
+use netfence_tests::bench::{median, Goals};
 use netfence_tests::netns::{require_root_and_nft, Netns};
 use netfence_tests::synth;
 use nft_backend::{build::build, netlink, render::render};
@@ -25,11 +26,6 @@ type Change = Box<dyn Fn(&mut Compiler)>;
 
 fn secs(tv: nix::sys::time::TimeVal) -> f64 {
     tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("numbers"));
-    v[v.len() / 2]
 }
 
 fn ms(s: f64) -> f64 {
@@ -119,6 +115,7 @@ fn incremental(mut compiler: Compiler) -> (usize, Vec<Row>) {
 fn main() {
     require_root_and_nft();
     let ns = Netns::new("bench");
+    let mut goals = Goals::new();
     println!("Full programming, median of {RUNS} runs; times in ms.");
     println!("| set elements | netlink wall, socket closed | netlink wall, session held | netlink system | nft -f wall | nft -f system | netlink / nft -f, socket closed | netlink / nft -f, session held | kernel share of netlink |");
     println!("|---|---|---|---|---|---|---|---|---|");
@@ -152,6 +149,14 @@ fn main() {
             nl / nf,
             held / nf,
             nl_sys / nl
+        );
+        goals.at_most(
+            &format!(
+                "full apply at {} elements, netlink (session held) / nft -f",
+                table.n_elements()
+            ),
+            held / nf,
+            0.5,
         );
     }
 
@@ -189,8 +194,14 @@ fn main() {
             "| {name} | {:.2} | {:.2} | {:.2} | {:.2} |",
             ms(med),
             ms(max),
-            ms(median(send)),
+            ms(median(send.clone())),
             ms(med) / 2.0
         );
+        goals.at_most(
+            &format!("one-pod {name} at {n_elements} elements, diff and transaction, median ms"),
+            ms(median(send)),
+            2.0,
+        );
     }
+    goals.finish();
 }

@@ -8,6 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use netfence_tests::bench::Goals;
 use netfence_tests::synth;
 use policy_compiler::Compiler;
 
@@ -119,6 +120,7 @@ fn main() {
     );
     println!("| pods | policies | full compile | ratio to 1 s | peak RSS | input RSS | ratio to 1 GiB | set elements | allow-sets | remote relabel p50 / max | local relabel p50 / max | policy added p50 / max | worst median incremental / 5 ms |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut goals = Goals::new();
     for &n_pods in pods {
         for &n_policies in policies {
             let exe = std::env::current_exe().expect("own path");
@@ -156,6 +158,19 @@ fn main() {
                 f[12],
                 worst_median / ms(GOAL_INCREMENTAL),
             );
+            let cell = format!("{n_pods} pods, {n_policies} policies");
+            goals.at_most(&format!("{cell}: full compile, ms"), f[2], ms(GOAL_FULL));
+            goals.at_most(
+                &format!("{cell}: peak RSS, MiB"),
+                peak_kib as f64 / 1024.0,
+                GOAL_MEMORY_KIB as f64 / 1024.0,
+            );
+            goals.at_most(
+                &format!("{cell}: slowest median incremental change, ms"),
+                worst_median,
+                ms(GOAL_INCREMENTAL),
+            );
         }
     }
+    goals.finish();
 }
