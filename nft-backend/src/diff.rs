@@ -10,6 +10,7 @@
 //! Names carry a hash of what they stand for (a selector, an ipBlock, a set of policies), so a
 //! set or chain that keeps its name keeps its meaning: a relabelled pod changes elements only.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -71,24 +72,51 @@ fn with_kind(set: &Set, kind: SetKind) -> Set {
     Set { kind, ..set.clone() }
 }
 
-/// The elements of `a` that `b` lacks. `build` emits every element list sorted, so this is one
-/// linear merge; unsorted input (from elsewhere) takes the slower general path.
+/// `(the elements of a that b lacks, the elements of b that a lacks)`. `build` emits every
+/// element list sorted and without repeats, so this is one linear merge, checking the order as
+/// it goes; other input (from elsewhere) takes the slower general path.
+fn differences<T: Ord + Clone>(a: &[T], b: &[T]) -> (Vec<T>, Vec<T>) {
+    let ascending = |v: &[T], k: usize| k == 0 || k >= v.len() || v[k - 1] < v[k];
+    let (mut only_a, mut only_b) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    loop {
+        if !(ascending(a, i) && ascending(b, j)) {
+            let (in_a, in_b): (BTreeSet<&T>, BTreeSet<&T>) = (a.iter().collect(), b.iter().collect());
+            return (
+                in_a.difference(&in_b).map(|x| (*x).clone()).collect(),
+                in_b.difference(&in_a).map(|x| (*x).clone()).collect(),
+            );
+        }
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => match x.cmp(y) {
+                Ordering::Less => {
+                    only_a.push(x.clone());
+                    i += 1;
+                }
+                Ordering::Greater => {
+                    only_b.push(y.clone());
+                    j += 1;
+                }
+                Ordering::Equal => {
+                    i += 1;
+                    j += 1;
+                }
+            },
+            (Some(x), None) => {
+                only_a.push(x.clone());
+                i += 1;
+            }
+            (None, Some(y)) => {
+                only_b.push(y.clone());
+                j += 1;
+            }
+            (None, None) => return (only_a, only_b),
+        }
+    }
+}
+
 fn minus<T: Ord + Clone>(a: &[T], b: &[T]) -> Vec<T> {
-    if !(a.is_sorted() && b.is_sorted()) {
-        let b: BTreeSet<&T> = b.iter().collect();
-        return a.iter().filter(|x| !b.contains(x)).cloned().collect();
-    }
-    let mut out = Vec::new();
-    let mut j = 0;
-    for x in a {
-        while j < b.len() && b[j] < *x {
-            j += 1;
-        }
-        if j >= b.len() || b[j] != *x {
-            out.push(x.clone());
-        }
-    }
-    out
+    differences(a, b).0
 }
 
 /// Element changes between two versions of one set: `(removed, added)`, or `None` when the set
@@ -96,10 +124,12 @@ fn minus<T: Ord + Clone>(a: &[T], b: &[T]) -> Vec<T> {
 fn element_changes(old: &Set, new: &Set) -> Option<(SetKind, SetKind)> {
     match (&old.kind, &new.kind) {
         (SetKind::Addrs(a), SetKind::Addrs(b)) => {
-            Some((SetKind::Addrs(minus(a, b)), SetKind::Addrs(minus(b, a))))
+            let (removed, added) = differences(a, b);
+            Some((SetKind::Addrs(removed), SetKind::Addrs(added)))
         }
         (SetKind::AddrPorts(a), SetKind::AddrPorts(b)) => {
-            Some((SetKind::AddrPorts(minus(a, b)), SetKind::AddrPorts(minus(b, a))))
+            let (removed, added) = differences(a, b);
+            Some((SetKind::AddrPorts(removed), SetKind::AddrPorts(added)))
         }
         (SetKind::Dispatch(a), SetKind::Dispatch(b)) => {
             // A key whose target changed is removed and added again.
@@ -302,7 +332,7 @@ pub fn same_content(a: &Table, b: &Table) -> bool {
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
-    use super::{apply_to, diff, fit_sizes, same_content};
+    use super::{apply_to, diff, differences, fit_sizes, same_content};
     use crate::nft::{hash_size, Addr, Chain, Family, Hook, Rule, Set, SetKind, Table, Verdict};
 
     fn addrs(n: usize) -> SetKind {
@@ -365,6 +395,26 @@ mod tests {
 
     fn names<'a>(of: impl Iterator<Item = &'a String>) -> Vec<&'a str> {
         of.map(String::as_str).collect()
+    }
+
+    #[test]
+    fn differences_of_sorted_and_unsorted_lists() {
+        let cases: [(&[u32], &[u32], &[u32], &[u32]); 6] = [
+            (&[], &[], &[], &[]),
+            (&[1, 2, 3], &[], &[1, 2, 3], &[]),
+            (&[], &[4, 5], &[], &[4, 5]),
+            (&[1, 3, 5, 7], &[2, 3, 7, 8, 9], &[1, 5], &[2, 8, 9]),
+            // Out of order or repeated: the general path, same answer.
+            (&[5, 1, 3], &[3, 2], &[1, 5], &[2]),
+            (&[1, 1, 2], &[2, 3, 3], &[1], &[3]),
+        ];
+        for (a, b, only_a, only_b) in cases {
+            assert_eq!(
+                differences(a, b),
+                (only_a.to_vec(), only_b.to_vec()),
+                "{a:?} {b:?}"
+            );
+        }
     }
 
     #[test]
