@@ -183,7 +183,8 @@ fn topology() -> Topology {
     // later runs slow down. Reusing TIME_WAIT ports for new outgoing connections keeps every
     // run alike.
     t.client.ok("sysctl", &["-qw", "net.ipv4.tcp_tw_reuse=1"]);
-    t.client.ok("sysctl", &["-qw", "net.ipv4.ip_local_port_range=1024 65000"]);
+    t.client
+        .ok("sysctl", &["-qw", "net.ipv4.ip_local_port_range=1024 65000"]);
     t
 }
 
