@@ -399,7 +399,9 @@ mod tests {
 
     #[test]
     fn differences_of_sorted_and_unsorted_lists() {
-        let cases: [(&[u32], &[u32], &[u32], &[u32]); 6] = [
+        // (a, b, a minus b, b minus a)
+        type Case<'a> = (&'a [u32], &'a [u32], &'a [u32], &'a [u32]);
+        let cases: [Case; 6] = [
             (&[], &[], &[], &[]),
             (&[1, 2, 3], &[], &[1, 2, 3], &[]),
             (&[], &[4, 5], &[], &[4, 5]),
