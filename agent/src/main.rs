@@ -1,6 +1,8 @@
 //! `netfence-agent`: the node agent. Watchers feed one writer thread, the only code that
 //! touches netfilter; an HTTP endpoint serves the probes and the metrics (see ARCHITECTURE.md).
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod http;
 mod index;
@@ -87,7 +89,7 @@ async fn run(config: Config, node: String) -> Result<(), String> {
 }
 
 fn uninstall() -> ExitCode {
-    match nft_backend::netlink::delete_table() {
+    match nft_netlink::delete_table() {
         Ok(()) => {
             tracing::info!("table inet netfence removed");
             ExitCode::SUCCESS

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nft_backend::build::build;
-use nft_backend::netlink::{NetlinkError, Session};
 use nft_backend::nft::Table;
+use nft_netlink::{NetlinkError, Session};
 
 use crate::index::{Change, Index};
 use crate::metrics::Metrics;

@@ -123,9 +123,9 @@ fn lab() -> World {
     );
     let (snapshot, diags) = policy_compiler::lower::snapshot(&nss, &pods, &[], &nodes);
     assert!(diags.is_empty(), "{diags:?}");
-    let prefix = format!("nfag{}", std::process::id() % 10_000);
+    let prefix = format!("nfag{}-", std::process::id());
     let lab = Lab::build(&snapshot, &prefix).expect("lab");
-    let node_ns = lab.nodes["node-0"].0.clone();
+    let node_ns = lab.nodes["node-0"].netns.clone();
     World { lab, node_ns }
 }
 

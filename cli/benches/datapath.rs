@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netfence_cli::sandbox::lab::in_netns;
+use netfence_netns::in_netns;
 use netfence_tests::bench::{median, Goals};
 use netfence_tests::netns::{require_root_and_nft, Netns};
 use netfence_tests::synth;
@@ -270,25 +270,18 @@ fn main() {
     }
     let (mut fast, mut ours, mut resizable) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        in_netns(&t.router.name, nft_backend::netlink::delete_table)
+        in_netns(&t.router.name, nft_netlink::delete_table)
             .expect("ns")
             .expect("delete");
         t.router.ok("nft", &["-f", &path]);
         fast.push(measure(&t));
-        let table_in = table.clone();
-        in_netns(&t.router.name, move || {
-            nft_backend::netlink::apply_full(&table_in)
-        })
-        .expect("ns")
-        .expect("apply");
-        ours.push(measure(&t));
-        let table_in = no_sizes.clone();
-        in_netns(&t.router.name, move || {
-            nft_backend::netlink::apply_full(&table_in)
-        })
-        .expect("ns")
-        .expect("apply");
-        resizable.push(measure(&t));
+        for (table, runs) in [(&table, &mut ours), (&no_sizes, &mut resizable)] {
+            let table = table.clone();
+            in_netns(&t.router.name, move || nft_netlink::apply_full(&table))
+                .expect("ns")
+                .expect("apply");
+            runs.push(measure(&t));
+        }
     }
     std::fs::remove_file(&path).expect("removed");
     let round_ratios: Vec<f64> = ours.iter().zip(&fast).map(|(o, f)| o.0 / f.0).collect();
@@ -296,7 +289,7 @@ fn main() {
     rows.push(("conntrack fast path only", median_run(fast)));
     rows.push(("netfence (this table)", median_run(ours)));
     rows.push(("netfence, sets without a size", median_run(resizable)));
-    in_netns(&t.router.name, nft_backend::netlink::delete_table)
+    in_netns(&t.router.name, nft_netlink::delete_table)
         .expect("ns")
         .expect("delete");
     t.router.ok("nft", &["-f", &script_path]);

@@ -8,11 +8,11 @@
 
 use std::time::{Duration, Instant};
 
-use netfence_cli::sandbox::lab::in_netns;
+use netfence_netns::in_netns;
 use netfence_tests::bench::{median, Goals};
 use netfence_tests::netns::{require_root_and_nft, Netns};
 use netfence_tests::synth;
-use nft_backend::{build::build, netlink, render::render};
+use nft_backend::{build::build, render::render};
 use nix::sys::resource::{getrusage, UsageWho};
 use policy_compiler::Compiler;
 
@@ -47,9 +47,9 @@ fn netlink_full(ns: &Netns, table: &nft_backend::nft::Table) -> [(f64, f64); 2] 
             (wall, secs(after.system_time()) - secs(before.system_time()))
         };
         let own = measure(&mut || {
-            netlink::apply_full(&table).expect("netlink apply");
+            nft_netlink::apply_full(&table).expect("netlink apply");
         });
-        let mut session = netlink::Session::open().expect("session");
+        let mut session = nft_netlink::Session::open().expect("session");
         let held = measure(&mut || {
             session.apply_full(&table).expect("netlink apply");
         });
@@ -71,7 +71,7 @@ fn nft_file(ns: &Netns, path: &str) -> (f64, f64) {
 /// Adds, relabels and deletes one local pod 21 times; per change the times from the compiler's
 /// update to the acknowledged transaction, and of the difference and transaction alone.
 fn incremental(mut compiler: Compiler) -> (usize, Vec<Row>) {
-    let mut session = netlink::Session::open().expect("session");
+    let mut session = nft_netlink::Session::open().expect("session");
     let mut applied = build(compiler.ruleset());
     session.apply_full(&applied).expect("apply");
     let n_elements = applied.n_elements();

@@ -1,4 +1,7 @@
-//! `netfence`: see what netfence would enforce, offline, from the YAML of a cluster.
+//! `netfence`: see what netfence would enforce, offline, from the YAML of a cluster; and (feature
+//! `kernel`) program it, remove it, or try it in a sandbox of network namespaces.
+
+#![forbid(unsafe_code)]
 
 mod cmd;
 
@@ -11,10 +14,12 @@ use std::collections::BTreeMap;
 
 use policy_compiler::{compile_all_reporting, Protocol, Ruleset};
 
+#[cfg(feature = "kernel")]
 use cmd::apply::{netlink_exit, ApplyArgs};
 use cmd::compile::CompileArgs;
 use cmd::explain::ExplainArgs;
 use cmd::matrix::MatrixArgs;
+#[cfg(feature = "kernel")]
 use cmd::sandbox::SandboxArgs;
 
 #[derive(Parser, Debug)]
@@ -41,10 +46,13 @@ enum Command {
     Compile(CompileArgs),
     /// Why a flow is allowed or denied (example: netfence explain fixtures/demo --from shop/frontend --to shop/db --port 80)
     Explain(ExplainArgs),
+    #[cfg(feature = "kernel")]
     /// Program this network namespace's table inet netfence over netlink (example: sudo netfence apply fixtures/demo --node node-1)
     Apply(ApplyArgs),
+    #[cfg(feature = "kernel")]
     /// Remove this network namespace's table inet netfence, and nothing else (example: sudo netfence remove)
     Remove,
+    #[cfg(feature = "kernel")]
     /// Build the cluster as network namespaces, program it, probe every pair (example: sudo netfence sandbox fixtures/demo --check)
     Sandbox(SandboxArgs),
 }
@@ -130,10 +138,13 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Matrix(args) => cmd::matrix::run_matrix(args, cli.allow_invalid),
         Command::Compile(args) => cmd::compile::run_compile(args, cli.allow_invalid),
+        #[cfg(feature = "kernel")]
         Command::Apply(args) => cmd::apply::run_apply(args, cli.allow_invalid),
         Command::Explain(args) => cmd::explain::run_explain(args, cli.allow_invalid),
+        #[cfg(feature = "kernel")]
         Command::Sandbox(args) => cmd::sandbox::run_sandbox(args, cli.allow_invalid),
-        Command::Remove => match nft_backend::netlink::delete_table() {
+        #[cfg(feature = "kernel")]
+        Command::Remove => match nft_netlink::delete_table() {
             Ok(()) => {
                 println!("removed table inet netfence");
                 ExitCode::SUCCESS

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use netfence_cli::sandbox::{lab::Lab, run};
+use netfence_cli::sandbox::lab::{run_prefix, Lab};
+use netfence_cli::sandbox::run;
 use netfence_tests::fixture;
 use netfence_tests::netns::require_root_and_nft;
 use policy_compiler::Protocol;
@@ -49,7 +50,7 @@ fn kernel_matches_every_truth_table() {
         let mut open = fx.input.snapshot.clone();
         open.policies.clear();
         run::address_nodes(&mut open);
-        let lab = Lab::build(&open, &format!("nfsb{}o", std::process::id())).expect("lab");
+        let lab = Lab::build(&open, &run_prefix("o")).expect("lab");
         lab.program(&open).expect("programmed");
         for protocol in [Protocol::Tcp, Protocol::Udp] {
             let observed = run::probe_all(&lab, &open, protocol, 80).expect("probes");
@@ -208,7 +209,7 @@ fn updates_between_probes_take_effect_on_the_kernel() {
         if fx.expect.steps.is_empty() {
             continue;
         }
-        let lab = Lab::build(&fx.input.snapshot, &format!("nfsb{}u", std::process::id())).expect("lab");
+        let lab = Lab::build(&fx.input.snapshot, &run_prefix("u")).expect("lab");
         let mut stages = vec![(fx.input.snapshot.clone(), &fx.expect.tables)];
         for ((snapshot, _), step) in fx.steps().expect("steps").into_iter().zip(&fx.expect.steps) {
             stages.push((snapshot, &step.tables));

@@ -150,12 +150,9 @@ fn a_refused_transaction_leaves_the_previous_table_and_names_the_object() {
         entries.push(("10.244.9.9".parse().unwrap(), "no-such-chain".to_string()));
     }
     let err = ns
-        .run(move || nft_backend::netlink::apply_full(&table))
+        .run(move || nft_netlink::apply_full(&table))
         .expect_err("the kernel refuses");
-    assert!(
-        matches!(err, nft_backend::netlink::NetlinkError::Refused { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, nft_netlink::NetlinkError::Refused { .. }), "{err}");
     assert!(err.to_string().contains("elements of set in-dispatch-4"), "{err}");
     assert!(!err.is_retryable(), "{err}");
     assert_eq!(
@@ -166,7 +163,7 @@ fn a_refused_transaction_leaves_the_previous_table_and_names_the_object() {
     // The positive control: the same table without the bad element applies.
     let (ruleset, _) = policy_compiler::compile(&input.snapshot, "node-2");
     let table = nft_backend::build::build(&ruleset);
-    ns.run(move || nft_backend::netlink::apply_full(&table))
+    ns.run(move || nft_netlink::apply_full(&table))
         .expect("a good table applies");
     assert_ne!(normalized_listing(&ns), before);
 }

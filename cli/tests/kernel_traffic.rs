@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use netfence_cli::input;
 use netfence_cli::matrix::{self, Engine};
-use netfence_cli::sandbox::lab::{in_netns, Lab};
+use netfence_cli::sandbox::lab::{run_prefix, Lab};
 use netfence_cli::sandbox::probe::{tcp_connects, Servers};
+use netfence_netns::in_netns;
 use netfence_tests::netns::require_root_and_nft;
 use policy_compiler::model::{ContainerPort, Phase, Pod};
 use policy_compiler::{compile_all, ObjectKey, Protocol, Snapshot};
@@ -24,15 +25,11 @@ fn demo() -> Snapshot {
     input::load(&[dir]).expect("demo loads").snapshot
 }
 
-fn prefix(tag: &str) -> String {
-    format!("nfsb{}{tag}", std::process::id())
-}
-
 #[test]
 fn demo_truth_table_holds_on_real_sockets() {
     require_root_and_nft();
     let snap = demo();
-    let lab = Lab::build(&snap, &prefix("m")).expect("lab builds");
+    let lab = Lab::build(&snap, &run_prefix("m")).expect("lab builds");
     lab.program(&snap).expect("nodes programmed");
     let mut servers = Servers::new();
     for pod in &lab.pods {
@@ -77,12 +74,12 @@ fn demo_truth_table_holds_on_real_sockets() {
 
     // The node reaches its own pods, even the locked-down vault; the other node does not.
     let vault = lab.pod("locked/vault").expect("vault").clone();
-    let (own_node, _) = lab.nodes[&vault.node].clone();
+    let own_node = lab.nodes[&vault.node].netns.clone();
     let other = lab
         .nodes
         .iter()
         .find(|(n, _)| **n != vault.node)
-        .map(|(_, (ns, _))| ns.clone())
+        .map(|(_, node)| node.netns.clone())
         .expect("two nodes");
     assert!(
         tcp_connects(&own_node, vault.addr, PORT, TIMEOUT).unwrap(),
@@ -93,7 +90,7 @@ fn demo_truth_table_holds_on_real_sockets() {
         "another node's address is denied"
     );
     // Pod-to-node egress is policed: the vault may not reach its node, prometheus may.
-    let (_, node_addr) = lab.nodes[&vault.node];
+    let node_addr = lab.nodes[&vault.node].addr;
     let mut node_server = Servers::new();
     node_server
         .listen(&own_node, node_addr, Protocol::Tcp, 10250)
@@ -140,7 +137,7 @@ fn large_updates_never_open_a_window() {
     require_root_and_nft();
     let small = demo();
     let big = with_extra_monitoring(&small, 20_000);
-    let lab = Lab::build(&small, &prefix("a")).expect("lab builds");
+    let lab = Lab::build(&small, &run_prefix("a")).expect("lab builds");
     lab.program(&small).expect("nodes programmed");
     let backend = lab.pod("shop/backend").expect("backend").clone();
     let frontend = lab.pod("shop/frontend").expect("frontend").clone();
@@ -171,7 +168,7 @@ fn large_updates_never_open_a_window() {
     let allowed = spawn_loop(frontend.netns.clone(), 0);
     let denied = spawn_loop(db.netns.clone(), 2);
 
-    let (node_ns, _) = lab.nodes[&backend.node].clone();
+    let node_ns = lab.nodes[&backend.node].netns.clone();
     let tables =
         [&small, &big].map(|s| nft_backend::build::build(&policy_compiler::compile(s, &backend.node).0));
     let n_elements = tables[1].n_elements();
@@ -183,11 +180,11 @@ fn large_updates_never_open_a_window() {
         let full = round % 4 < 2;
         applied = in_netns(&node_ns, move || {
             if full {
-                nft_backend::netlink::apply_full(&new)?;
+                nft_netlink::apply_full(&new)?;
             } else {
-                nft_backend::netlink::apply_diff(&old, &mut new)?;
+                nft_netlink::apply_diff(&old, &mut new)?;
             }
-            Ok::<_, nft_backend::netlink::NetlinkError>(new)
+            Ok::<_, nft_netlink::NetlinkError>(new)
         })
         .unwrap()
         .expect("apply");
@@ -210,7 +207,7 @@ fn large_updates_never_open_a_window() {
 fn policy_sees_the_pod_behind_a_service_address() {
     require_root_and_nft();
     let snap = demo();
-    let lab = Lab::build(&snap, &prefix("s")).expect("lab builds");
+    let lab = Lab::build(&snap, &run_prefix("s")).expect("lab builds");
     lab.program(&snap).expect("nodes programmed");
     let backend = lab.pod("shop/backend").expect("backend").clone();
     let mut servers = Servers::new();
@@ -225,9 +222,9 @@ fn policy_sees_the_pod_behind_a_service_address() {
     );
     let path = std::env::temp_dir().join(format!("netfence-svc-{}.nft", std::process::id()));
     std::fs::write(&path, script).unwrap();
-    for (ns, _) in lab.nodes.values() {
+    for node in lab.nodes.values() {
         let out = std::process::Command::new("ip")
-            .args(["netns", "exec", ns, "nft", "-f"])
+            .args(["netns", "exec", &node.netns, "nft", "-f"])
             .arg(&path)
             .output()
             .unwrap();

@@ -5,6 +5,8 @@
 //! up to date incrementally; `eval` decides flows from rulesets and `reference` decides them from
 //! the model, as the oracle.
 
+#![forbid(unsafe_code)]
+
 pub mod compile;
 pub mod diagnostic;
 pub mod eval;

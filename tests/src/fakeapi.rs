@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use netfence_cli::sandbox::lab::in_netns;
+use netfence_netns::in_netns;
 use serde_json::{json, Value};
 
 /// The resources served, by plural, with their API group path and list kind.

@@ -1,6 +1,8 @@
 //! Shared pieces of the integration tests: the golden-fixture reader and the random cluster
 //! generator that the property tests and the benchmarks draw from.
 
+#![forbid(unsafe_code)]
+
 pub mod bench;
 pub mod fakeapi;
 pub mod fixture;

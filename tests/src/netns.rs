@@ -18,8 +18,11 @@ pub fn require_root_and_nft() {
     );
 }
 
+/// A test's namespace, `nf<pid>-<tag>`: removed on drop, and every failure panics with the
+/// command's message (the test fails loudly).
 #[derive(Debug)]
 pub struct Netns {
+    inner: netfence_netns::Netns,
     pub name: String,
 }
 
@@ -27,31 +30,13 @@ impl Netns {
     /// A new, empty network namespace named `nf<pid>-<tag>`.
     pub fn new(tag: &str) -> Netns {
         let name = format!("nf{}-{tag}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("ip runs");
-        assert!(
-            out.status.success(),
-            "ip netns add {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Netns { name }
+        let inner = netfence_netns::Netns::create(&name).unwrap_or_else(|e| panic!("{e}"));
+        Netns { inner, name }
     }
 
-    /// Runs a closure on a thread that has entered the namespace (network namespaces are per
-    /// thread), and returns its result.
+    /// Runs a closure on a thread that has entered the namespace, and returns its result.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
-                .unwrap_or_else(|e| panic!("setns {path}: {e}"));
-            f()
-        })
-        .join()
-        .expect("namespace thread")
+        self.inner.run(f).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Runs a command inside the namespace.
@@ -65,21 +50,11 @@ impl Netns {
 
     /// Runs a command inside the namespace and returns its stdout; panics with stderr on failure.
     pub fn ok(&self, program: &str, args: &[&str]) -> String {
-        let out = self.exec(program, args);
-        assert!(
-            out.status.success(),
-            "in {}: {program} {args:?} failed: {}{}",
-            self.name,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let mut full = vec![program];
+        full.extend_from_slice(args);
+        self.inner
+            .exec(&full)
+            .unwrap_or_else(|e| panic!("in {}: {e}", self.name))
     }
 }
 

@@ -8,7 +8,6 @@ use netfence_tests::netns::{normalized_listing, require_root_and_nft, Netns};
 use netfence_tests::synth;
 use nft_backend::build::build;
 use nft_backend::diff::{diff, fit_sizes};
-use nft_backend::netlink;
 use nft_backend::nft::Table;
 use policy_compiler::Compiler;
 use proptest::strategy::{Strategy, ValueTree};
@@ -46,7 +45,7 @@ fn incremental_streams_end_where_a_full_apply_ends() {
         let stream = ops.clone();
         let applied = incremental
             .run(move || -> Result<Table, String> {
-                let mut session = netlink::Session::open().map_err(|e| e.to_string())?;
+                let mut session = nft_netlink::Session::open().map_err(|e| e.to_string())?;
                 let mut tables = tables.into_iter();
                 let mut applied = tables.next().expect("the first table");
                 session
@@ -66,7 +65,7 @@ fn incremental_streams_end_where_a_full_apply_ends() {
         // meaning; a set created by a full apply is sized for its elements alone).
         let mut fresh = build(&policy_compiler::compile(&mirror, node).0);
         fit_sizes(&applied, &mut fresh);
-        full.run(move || netlink::apply_full(&fresh).map(|_| ()))
+        full.run(move || nft_netlink::apply_full(&fresh).map(|_| ()))
             .expect("full apply");
         assert_eq!(
             normalized_listing(&incremental),
@@ -104,7 +103,7 @@ fn sets_outgrowing_their_size_are_recreated_within_the_diff() {
     let mut applied = tables[0].clone();
     let first = applied.clone();
     incremental
-        .run(move || netlink::apply_full(&first).map(|_| ()))
+        .run(move || nft_netlink::apply_full(&first).map(|_| ()))
         .expect("first full apply");
     for (step, next) in tables.into_iter().enumerate().skip(1) {
         let mut fitted = next.clone();
@@ -116,7 +115,7 @@ fn sets_outgrowing_their_size_are_recreated_within_the_diff() {
         let mut new = next;
         applied = incremental
             .run(move || -> Result<Table, String> {
-                let mut session = netlink::Session::open().map_err(|e| e.to_string())?;
+                let mut session = nft_netlink::Session::open().map_err(|e| e.to_string())?;
                 session.apply_diff(&old, &mut new).map_err(|e| e.to_string())?;
                 session.verify(&new).map_err(|e| e.to_string())?;
                 Ok(new)
@@ -136,7 +135,7 @@ fn sets_outgrowing_their_size_are_recreated_within_the_diff() {
             );
         }
         let same = applied.clone();
-        full.run(move || netlink::apply_full(&same).map(|_| ()))
+        full.run(move || nft_netlink::apply_full(&same).map(|_| ()))
             .expect("full apply");
         assert_eq!(
             normalized_listing(&incremental),

@@ -1,5 +1,6 @@
 //! Repository rules that a reviewer should not have to remember: every Rust file opens with a
-//! `//!` line saying what it is for, and `unsafe` appears only in nft-backend's netlink module.
+//! `//!` line saying what it is for, `unsafe` appears only in the nft-netlink crate, and every
+//! other crate forbids it at its root.
 
 use std::path::{Path, PathBuf};
 
@@ -14,11 +15,48 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The workspace's crates, read from its manifest so that a new crate cannot be forgotten.
+fn crate_dirs(root: &Path) -> Vec<String> {
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    let value: toml::Value = toml::from_str(&manifest).expect("Cargo.toml parses");
+    let members = value["workspace"]["members"].as_array().expect("members");
+    members
+        .iter()
+        .map(|m| m.as_str().expect("a path").to_string())
+        .collect()
+}
+
+/// The crate that holds the kernel half (libnftnl is C): the only one allowed `unsafe`.
+const KERNEL_CRATE: &str = "nft-netlink";
+
+#[test]
+fn every_crate_but_the_kernel_half_forbids_unsafe_at_its_root() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dirs = crate_dirs(&root);
+    assert!(
+        dirs.len() >= 7 && dirs.iter().any(|d| d == KERNEL_CRATE),
+        "{dirs:?}"
+    );
+    let mut problems = Vec::new();
+    for dir in dirs.iter().filter(|d| *d != KERNEL_CRATE) {
+        for root_file in ["src/lib.rs", "src/main.rs"] {
+            let path = root.join(dir).join(root_file);
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            if !text.lines().any(|l| l.trim() == "#![forbid(unsafe_code)]") {
+                problems.push(format!("{}: no #![forbid(unsafe_code)]", path.display()));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 #[test]
 fn every_file_says_what_it_is_for_and_unsafe_stays_in_netlink() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = Vec::new();
-    for crate_dir in ["policy-compiler", "nft-backend", "agent", "cli", "tests"] {
+    for crate_dir in crate_dirs(&root) {
         rust_files(&root.join(crate_dir), &mut files);
     }
     assert!(files.len() > 40, "{}", files.len());
@@ -35,14 +73,14 @@ fn every_file_says_what_it_is_for_and_unsafe_stays_in_netlink() {
         if !text.starts_with("//!") {
             problems.push(format!("{}: does not start with a //! line", file.display()));
         }
-        let in_netlink = file.components().any(|c| c.as_os_str() == "netlink");
+        let in_netlink = file.components().any(|c| c.as_os_str() == KERNEL_CRATE);
         let uses_unsafe = text.lines().any(|l| {
             let code = l.split("//").next().unwrap_or("");
             needles.iter().any(|n| code.contains(n.as_str()))
         });
         if uses_unsafe && !in_netlink {
             problems.push(format!(
-                "{}: unsafe outside nft-backend's netlink module",
+                "{}: unsafe outside the {KERNEL_CRATE} crate",
                 file.display()
             ));
         }

@@ -3,8 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use nft_backend::netlink;
-
 use super::compile::node_table;
 
 #[derive(clap::Args, Debug)]
@@ -32,7 +30,7 @@ pub fn run_apply(args: &ApplyArgs, allow_invalid: bool) -> ExitCode {
         table.n_elements(),
         table.chains.len()
     );
-    let want = match netlink::expected(&table) {
+    let want = match nft_netlink::expected(&table) {
         Ok(want) => want,
         Err(e) => {
             eprintln!("netfence: error: {e}");
@@ -40,7 +38,7 @@ pub fn run_apply(args: &ApplyArgs, allow_invalid: bool) -> ExitCode {
         }
     };
     // One session for the read, the transaction and the read-back: one socket close.
-    let mut session = match netlink::Session::open() {
+    let mut session = match nft_netlink::Session::open() {
         Ok(session) => Some(session),
         Err(e) if args.dry_run => {
             eprintln!("netfence: note: cannot read the current table ({e}); showing it as absent");
@@ -51,7 +49,7 @@ pub fn run_apply(args: &ApplyArgs, allow_invalid: bool) -> ExitCode {
             return netlink_exit(&e);
         }
     };
-    let current = match session.as_mut().map(netlink::Session::read) {
+    let current = match session.as_mut().map(nft_netlink::Session::read) {
         None => None,
         Some(Ok(current)) => current,
         Some(Err(_)) if args.dry_run => None,
@@ -98,8 +96,8 @@ pub fn run_apply(args: &ApplyArgs, allow_invalid: bool) -> ExitCode {
 }
 
 /// Exit 2 when the environment forbids the work (a usage problem), 1 when the kernel refused.
-pub fn netlink_exit(e: &netlink::NetlinkError) -> ExitCode {
-    ExitCode::from(if matches!(e, netlink::NetlinkError::Permission) {
+pub fn netlink_exit(e: &nft_netlink::NetlinkError) -> ExitCode {
+    ExitCode::from(if matches!(e, nft_netlink::NetlinkError::Permission) {
         2
     } else {
         1
@@ -107,7 +105,7 @@ pub fn netlink_exit(e: &netlink::NetlinkError) -> ExitCode {
 }
 
 /// What applying `want` changes in the kernel's table, one line per set or chain.
-fn describe_changes(current: Option<&netlink::Listing>, want: &netlink::Listing) -> Vec<String> {
+fn describe_changes(current: Option<&nft_netlink::Listing>, want: &nft_netlink::Listing) -> Vec<String> {
     match current {
         None => vec![format!(
             "table inet netfence created with {} sets and maps, {} chains",

@@ -27,8 +27,11 @@ pub struct SandboxArgs {
 
 pub fn run_sandbox(args: &SandboxArgs, allow_invalid: bool) -> ExitCode {
     if args.cleanup {
-        let n = lab::remove_all(lab::PREFIX);
-        println!("removed {n} sandbox network namespaces");
+        let done = lab::cleanup();
+        println!("removed {} sandbox network namespaces", done.removed);
+        for pid in &done.running {
+            println!("left the namespaces of sandbox run {pid}: it is still running");
+        }
         return ExitCode::SUCCESS;
     }
     if !nix::unistd::geteuid().is_root() {
@@ -48,11 +51,10 @@ pub fn run_sandbox(args: &SandboxArgs, allow_invalid: bool) -> ExitCode {
     }
     let rulesets = compile_nodes(&snapshot);
     let protocol = protocol_of(args.flow.protocol);
-    let prefix = format!("{}{}", lab::PREFIX, std::process::id());
-    let on_signal = prefix.clone();
-    // Ctrl-C and SIGTERM: remove this run's namespaces before exiting.
+    let prefix = lab::run_prefix("");
+    // Ctrl-C and SIGTERM: remove this run's namespaces (and no other run's) before exiting.
     let _ = ctrlc::set_handler(move || {
-        lab::remove_all(&on_signal);
+        lab::remove_run(std::process::id());
         std::process::exit(130);
     });
     let started = std::time::Instant::now();
@@ -120,8 +122,8 @@ pub fn run_sandbox(args: &SandboxArgs, allow_invalid: bool) -> ExitCode {
         for pod in &lab.pods {
             eprintln!("netfence:   {} ({}): {}", pod.key, pod.addr, pod.netns);
         }
-        for (node, (ns, addr)) in &lab.nodes {
-            eprintln!("netfence:   node {node} ({addr}): {ns}");
+        for (name, node) in &lab.nodes {
+            eprintln!("netfence:   node {name} ({}): {}", node.addr, node.netns);
         }
         eprintln!("netfence: remove them with: netfence sandbox --cleanup");
     }

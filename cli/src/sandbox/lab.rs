@@ -10,17 +10,16 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::process::Command;
 
+use netfence_netns::{in_netns, NetnsError};
+use policy_compiler::model::Pod;
 use policy_compiler::{ObjectKey, Snapshot};
 
 /// Why the lab could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
-    #[error("sandbox: `{command}` failed: {stderr}")]
-    Command { command: String, stderr: String },
-    #[error("sandbox: cannot enter network namespace {name}: {reason}")]
-    Enter { name: String, reason: String },
+    #[error("sandbox: {0}")]
+    Netns(#[from] NetnsError),
     #[error("sandbox: node {0} has no IPv4 InternalIP; give its Node object one")]
     NodeAddress(String),
     #[error("sandbox: {0}")]
@@ -30,43 +29,19 @@ pub enum LabError {
 /// The next hop every pod routes through, answered by its node's veth.
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 
-fn run(args: &[&str]) -> Result<String, LabError> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| LabError::Command {
-            command: args.join(" "),
-            stderr: e.to_string(),
-        })?;
-    if !out.status.success() {
-        return Err(LabError::Command {
-            command: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// `ip -n NS ARGS...`, the arguments split on spaces (every value here is an address, a number
+/// or a name the lab made, none with a space).
+fn ip(ns: &str, args: &str) -> Result<(), LabError> {
+    let mut full = vec!["ip", "-n", ns];
+    full.extend(args.split_whitespace());
+    netfence_netns::run(&full)?;
+    Ok(())
 }
 
-/// Runs a closure on a thread that has entered the named network namespace.
-pub fn in_netns<T: Send + 'static>(
-    name: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, LabError> {
-    let path = format!("/var/run/netns/{name}");
-    let name = name.to_string();
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).map_err(|e| LabError::Enter {
-            name: name.clone(),
-            reason: e.to_string(),
-        })?;
-        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| LabError::Enter {
-            name: name.clone(),
-            reason: e.to_string(),
-        })?;
-        Ok(f())
-    })
-    .join()
-    .map_err(|_| LabError::Program("a namespace thread panicked".to_string()))?
+/// `sysctl -qw SETTING` inside a namespace.
+fn sysctl(ns: &str, setting: &str) -> Result<(), LabError> {
+    netfence_netns::run(&["ip", "netns", "exec", ns, "sysctl", "-qw", setting])?;
+    Ok(())
 }
 
 /// A pod of the lab: its key, namespace, node and IPv4 address.
@@ -80,13 +55,19 @@ pub struct LabPod {
     pub addr6: Option<Ipv6Addr>,
 }
 
+/// A node of the lab: its namespace and underlay addresses.
+#[derive(Clone, Debug)]
+pub struct LabNode {
+    pub netns: String,
+    pub addr: Ipv4Addr,
+    pub addr6: Option<Ipv6Addr>,
+}
+
 #[derive(Debug)]
 pub struct Lab {
     pub prefix: String,
-    /// Node name to its namespace and underlay address.
-    pub nodes: BTreeMap<String, (String, Ipv4Addr)>,
-    /// Node name to its IPv6 underlay address, for dual-stack nodes.
-    pub nodes6: BTreeMap<String, Ipv6Addr>,
+    /// Node name to its namespace and underlay addresses.
+    pub nodes: BTreeMap<String, LabNode>,
     pub pods: Vec<LabPod>,
     created: Vec<String>,
 }
@@ -94,316 +75,253 @@ pub struct Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         for name in self.created.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", name]).output();
+            netfence_netns::delete(name);
         }
     }
 }
 
-/// The prefix family of every sandbox namespace.
+/// The prefix family of every sandbox namespace: `nfsb<pid>-...`, the process that made it.
 pub const PREFIX: &str = "nfsb";
 
-/// Removes the namespaces whose names start with `prefix`; returns how many.
-pub fn remove_all(prefix: &str) -> usize {
+/// The prefix of this process's sandbox namespaces, `nfsb<pid>-` (`nfsb<pid>-<tag>-` with a
+/// tag, for several labs in one process). The separator after the pid matters: run 3221's
+/// namespaces are not run 32212's.
+pub fn run_prefix(tag: &str) -> String {
+    let pid = std::process::id();
+    if tag.is_empty() {
+        format!("{PREFIX}{pid}-")
+    } else {
+        format!("{PREFIX}{pid}-{tag}-")
+    }
+}
+
+/// The process that made a sandbox namespace, read from its name (`nfsb<pid>-...`).
+pub fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(PREFIX)?;
+    let digits = rest.split_once('-')?.0;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Removes the sandbox namespaces of process `pid` (this run's, on Ctrl-C); returns how many.
+pub fn remove_run(pid: u32) -> usize {
     let names: Vec<String> = leftovers()
         .into_iter()
-        .filter(|n| n.starts_with(prefix))
+        .filter(|n| owner_pid(n) == Some(pid))
         .collect();
-    for name in &names {
-        let _ = Command::new("ip").args(["netns", "del", name]).output();
-    }
+    names.iter().for_each(|n| netfence_netns::delete(n));
     names.len()
 }
 
-/// Names of namespaces left by sandbox runs (prefix `nfsb`).
+/// What `netfence sandbox --cleanup` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Cleanup {
+    /// Namespaces removed: their run has ended.
+    pub removed: usize,
+    /// Runs still in progress, whose namespaces were left alone.
+    pub running: Vec<u32>,
+}
+
+/// Removes the namespaces of sandbox runs whose process has ended; a run still in progress
+/// keeps its namespaces (it removes them itself).
+pub fn cleanup() -> Cleanup {
+    let mut done = Cleanup::default();
+    for name in leftovers() {
+        let Some(pid) = owner_pid(&name) else { continue };
+        if netfence_netns::process_alive(pid) {
+            if !done.running.contains(&pid) {
+                done.running.push(pid);
+            }
+            continue;
+        }
+        netfence_netns::delete(&name);
+        done.removed += 1;
+    }
+    done
+}
+
+/// Names of namespaces that sandbox runs made (`nfsb<pid>-...`).
 pub fn leftovers() -> Vec<String> {
-    run(&["ip", "netns", "list"])
-        .map(|out| {
-            out.lines()
-                .filter_map(|l| l.split_whitespace().next())
-                .filter(|n| n.starts_with("nfsb"))
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+    netfence_netns::list()
+        .into_iter()
+        .filter(|n| owner_pid(n).is_some())
+        .collect()
+}
+
+/// The pod's first address of the family that the pod owns (`Snapshot::owner_of`).
+fn owned_addr<T>(snapshot: &Snapshot, pod: &Pod, pick: impl Fn(IpAddr) -> Option<T>) -> Option<T> {
+    pod.ips
+        .iter()
+        .filter(|a| snapshot.owner_of(**a).is_some_and(|o| o.key == pod.key))
+        .find_map(|a| pick(*a))
+}
+
+fn v4(addr: IpAddr) -> Option<Ipv4Addr> {
+    match addr {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    }
+}
+
+fn v6(addr: IpAddr) -> Option<Ipv6Addr> {
+    match addr {
+        IpAddr::V6(a) => Some(a),
+        IpAddr::V4(_) => None,
+    }
 }
 
 impl Lab {
     fn add_netns(&mut self, name: String) -> Result<String, LabError> {
-        run(&["ip", "netns", "add", &name])?;
+        netfence_netns::add(&name)?;
         self.created.push(name.clone());
-        run(&["ip", "-n", &name, "link", "set", "lo", "up"])?;
         // No duplicate address detection: the lab's addresses are unique by construction, and
         // a tentative address would drop the first probes.
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &name,
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.accept_dad=0",
-            "net.ipv6.conf.default.accept_dad=0",
-        ])?;
+        sysctl(&name, "net.ipv6.conf.all.accept_dad=0")?;
+        sysctl(&name, "net.ipv6.conf.default.accept_dad=0")?;
         Ok(name)
     }
 
-    /// Builds the namespaces, links and routes for every enforced pod of the snapshot (IPv4).
+    /// Builds the namespaces, links and routes for every enforced pod of the snapshot, with
+    /// every namespace named `<prefix>...` (see [`run_prefix`]): the underlay, the nodes, the
+    /// pods, then the routes between nodes.
     pub fn build(snapshot: &Snapshot, prefix: &str) -> Result<Lab, LabError> {
         let mut lab = Lab {
-            nodes6: BTreeMap::new(),
             prefix: prefix.to_string(),
             nodes: BTreeMap::new(),
             pods: Vec::new(),
             created: Vec::new(),
         };
-        let underlay = lab.add_netns(format!("{prefix}-ul"))?;
-        run(&["ip", "-n", &underlay, "link", "add", "br0", "type", "bridge"])?;
-        run(&["ip", "-n", &underlay, "link", "set", "br0", "up"])?;
-
-        let pods: Vec<_> = snapshot.pods.values().filter(|p| p.is_enforced()).collect();
-        let mut node_names: Vec<String> = pods.iter().map(|p| p.node.clone()).collect();
-        node_names.sort();
+        let underlay = lab.add_underlay()?;
+        let pods: Vec<&Pod> = snapshot.pods.values().filter(|p| p.is_enforced()).collect();
+        let mut node_names: Vec<&str> = pods.iter().map(|p| p.node.as_str()).collect();
+        node_names.sort_unstable();
         node_names.dedup();
-        for (i, node) in node_names.iter().enumerate() {
-            let addr = snapshot
-                .nodes
-                .get(node)
-                .and_then(|n| {
-                    n.addrs.iter().find_map(|a| match a {
-                        IpAddr::V4(v4) => Some(*v4),
-                        IpAddr::V6(_) => None,
-                    })
-                })
-                .ok_or_else(|| LabError::NodeAddress(node.clone()))?;
-            let ns = lab.add_netns(format!("{prefix}-n{i}"))?;
-            let (outer, inner) = (format!("ul{i}"), format!("un{i}"));
-            run(&[
-                "ip", "-n", &underlay, "link", "add", &outer, "type", "veth", "peer", "name", &inner,
-                "netns", &ns,
-            ])?;
-            run(&[
-                "ip", "-n", &underlay, "link", "set", &outer, "master", "br0", "up",
-            ])?;
-            run(&[
-                "ip",
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{addr}/16"),
-                "dev",
-                &inner,
-            ])?;
-            run(&["ip", "-n", &ns, "link", "set", &inner, "up"])?;
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-            ])?;
-            let addr6 = snapshot.nodes.get(node).and_then(|n| {
-                n.addrs.iter().find_map(|a| match a {
-                    IpAddr::V6(v6) => Some(*v6),
-                    IpAddr::V4(_) => None,
-                })
-            });
-            if let Some(addr6) = addr6 {
-                run(&[
-                    "ip",
-                    "-n",
-                    &ns,
-                    "addr",
-                    "add",
-                    &format!("{addr6}/64"),
-                    "dev",
-                    &inner,
-                    "nodad",
-                ])?;
-                run(&[
-                    "ip",
-                    "netns",
-                    "exec",
-                    &ns,
-                    "sysctl",
-                    "-qw",
-                    "net.ipv6.conf.all.forwarding=1",
-                ])?;
-                lab.nodes6.insert(node.clone(), addr6);
-            }
-            lab.nodes.insert(node.clone(), (ns, addr));
+        for (i, node) in node_names.into_iter().enumerate() {
+            lab.add_node(snapshot, &underlay, i, node)?;
         }
-        for (k, pod) in pods.iter().enumerate() {
-            let Some(addr) = pod.ips.iter().find_map(|a| match a {
-                IpAddr::V4(v4) if snapshot.owner_of(*a).is_some_and(|o| o.key == pod.key) => Some(*v4),
-                _ => None,
-            }) else {
-                continue;
-            };
-            let (node_ns, _) = lab.nodes[&pod.node].clone();
-            let ns = lab.add_netns(format!("{prefix}-p{k}"))?;
-            let host_side = format!("vp{k}");
-            run(&[
-                "ip", "-n", &node_ns, "link", "add", &host_side, "type", "veth", "peer", "name", "eth0",
-                "netns", &ns,
-            ])?;
-            run(&["ip", "-n", &node_ns, "link", "set", &host_side, "up"])?;
-            // The node side answers for the pods' next hop; it sends to the pod from its
-            // underlay address, so the pod sees its node's own address (SPEC 2.13).
-            run(&[
-                "ip",
-                "-n",
-                &node_ns,
-                "addr",
-                "add",
-                &format!("{GATEWAY}/32"),
-                "dev",
-                &host_side,
-            ])?;
-            let (_, node_addr) = lab.nodes[&pod.node];
-            run(&[
-                "ip",
-                "-n",
-                &node_ns,
-                "route",
-                "add",
-                &format!("{addr}/32"),
-                "dev",
-                &host_side,
-                "src",
-                &node_addr.to_string(),
-            ])?;
-            run(&[
-                "ip",
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{addr}/32"),
-                "dev",
-                "eth0",
-            ])?;
-            run(&["ip", "-n", &ns, "link", "set", "eth0", "up"])?;
-            run(&[
-                "ip",
-                "-n",
-                &ns,
-                "route",
-                "add",
-                &format!("{GATEWAY}/32"),
-                "dev",
-                "eth0",
-            ])?;
-            run(&[
-                "ip",
-                "-n",
-                &ns,
-                "route",
-                "add",
-                "default",
-                "via",
-                &GATEWAY.to_string(),
-                "dev",
-                "eth0",
-            ])?;
-            let node6 = lab.nodes6.get(&pod.node).copied();
-            let addr6 = pod
-                .ips
-                .iter()
-                .find_map(|a| match a {
-                    IpAddr::V6(v6) if snapshot.owner_of(*a).is_some_and(|o| o.key == pod.key) => Some(*v6),
-                    _ => None,
-                })
-                .filter(|_| node6.is_some());
-            if let (Some(a6), Some(n6)) = (addr6, node6) {
-                run(&[
-                    "ip",
-                    "-n",
-                    &node_ns,
-                    "addr",
-                    "add",
-                    "fe80::1/64",
-                    "dev",
-                    &host_side,
-                    "nodad",
-                ])?;
-                run(&[
-                    "ip",
-                    "-n",
-                    &node_ns,
-                    "-6",
-                    "route",
-                    "add",
-                    &format!("{a6}/128"),
-                    "dev",
-                    &host_side,
-                    "src",
-                    &n6.to_string(),
-                ])?;
-                run(&[
-                    "ip",
-                    "-n",
-                    &ns,
-                    "addr",
-                    "add",
-                    &format!("{a6}/128"),
-                    "dev",
-                    "eth0",
-                    "nodad",
-                ])?;
-                run(&[
-                    "ip", "-n", &ns, "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0",
-                ])?;
-            }
-            lab.pods.push(LabPod {
-                key: pod.key.clone(),
+        for (k, pod) in pods.into_iter().enumerate() {
+            lab.add_pod(snapshot, k, pod)?;
+        }
+        lab.route_between_nodes()?;
+        Ok(lab)
+    }
+
+    /// The underlay: a namespace with a bridge every node's veth joins.
+    fn add_underlay(&mut self) -> Result<String, LabError> {
+        let underlay = self.add_netns(format!("{}ul", self.prefix))?;
+        ip(&underlay, "link add br0 type bridge")?;
+        ip(&underlay, "link set br0 up")?;
+        Ok(underlay)
+    }
+
+    /// Node `i`: a namespace on the underlay with its InternalIPs, forwarding on.
+    fn add_node(
+        &mut self,
+        snapshot: &Snapshot,
+        underlay: &str,
+        i: usize,
+        node: &str,
+    ) -> Result<(), LabError> {
+        let addrs = snapshot
+            .nodes
+            .get(node)
+            .map(|n| n.addrs.as_slice())
+            .unwrap_or_default();
+        let addr = addrs
+            .iter()
+            .find_map(|a| v4(*a))
+            .ok_or_else(|| LabError::NodeAddress(node.to_string()))?;
+        let addr6 = addrs.iter().find_map(|a| v6(*a));
+        let ns = self.add_netns(format!("{}n{i}", self.prefix))?;
+        let (outer, inner) = (format!("ul{i}"), format!("un{i}"));
+        ip(
+            underlay,
+            &format!("link add {outer} type veth peer name {inner} netns {ns}"),
+        )?;
+        ip(underlay, &format!("link set {outer} master br0 up"))?;
+        ip(&ns, &format!("addr add {addr}/16 dev {inner}"))?;
+        ip(&ns, &format!("link set {inner} up"))?;
+        sysctl(&ns, "net.ipv4.ip_forward=1")?;
+        if let Some(addr6) = addr6 {
+            ip(&ns, &format!("addr add {addr6}/64 dev {inner} nodad"))?;
+            sysctl(&ns, "net.ipv6.conf.all.forwarding=1")?;
+        }
+        self.nodes.insert(
+            node.to_string(),
+            LabNode {
                 netns: ns,
-                node: pod.node.clone(),
                 addr,
                 addr6,
-            });
+            },
+        );
+        Ok(())
+    }
+
+    /// Pod `k`: a namespace with a veth to its node, its addresses, and routes both ways.
+    fn add_pod(&mut self, snapshot: &Snapshot, k: usize, pod: &Pod) -> Result<(), LabError> {
+        let Some(addr) = owned_addr(snapshot, pod, v4) else {
+            return Ok(());
+        };
+        let node = self.nodes[&pod.node].clone();
+        let node_ns = &node.netns;
+        let ns = self.add_netns(format!("{}p{k}", self.prefix))?;
+        let host_side = format!("vp{k}");
+        ip(
+            node_ns,
+            &format!("link add {host_side} type veth peer name eth0 netns {ns}"),
+        )?;
+        ip(node_ns, &format!("link set {host_side} up"))?;
+        // The node side answers for the pods' next hop; it sends to the pod from its
+        // underlay address, so the pod sees its node's own address (SPEC 2.13).
+        ip(node_ns, &format!("addr add {GATEWAY}/32 dev {host_side}"))?;
+        ip(
+            node_ns,
+            &format!("route add {addr}/32 dev {host_side} src {}", node.addr),
+        )?;
+        ip(&ns, &format!("addr add {addr}/32 dev eth0"))?;
+        ip(&ns, "link set eth0 up")?;
+        ip(&ns, &format!("route add {GATEWAY}/32 dev eth0"))?;
+        ip(&ns, &format!("route add default via {GATEWAY} dev eth0"))?;
+        let addr6 = owned_addr(snapshot, pod, v6).filter(|_| node.addr6.is_some());
+        if let (Some(a6), Some(n6)) = (addr6, node.addr6) {
+            ip(node_ns, &format!("addr add fe80::1/64 dev {host_side} nodad"))?;
+            ip(
+                node_ns,
+                &format!("-6 route add {a6}/128 dev {host_side} src {n6}"),
+            )?;
+            ip(&ns, &format!("addr add {a6}/128 dev eth0 nodad"))?;
+            ip(&ns, "-6 route add default via fe80::1 dev eth0")?;
         }
-        // Each node reaches the other nodes' pods through their underlay addresses.
-        for pod in &lab.pods {
-            let (_, via) = lab.nodes[&pod.node];
-            for (node, (ns, _)) in &lab.nodes {
-                if *node != pod.node {
-                    run(&[
-                        "ip",
-                        "-n",
-                        ns,
-                        "route",
-                        "add",
-                        &format!("{}/32", pod.addr),
-                        "via",
-                        &via.to_string(),
-                    ])?;
+        self.pods.push(LabPod {
+            key: pod.key.clone(),
+            netns: ns,
+            node: pod.node.clone(),
+            addr,
+            addr6,
+        });
+        Ok(())
+    }
+
+    /// Each node reaches the other nodes' pods through their underlay addresses.
+    fn route_between_nodes(&self) -> Result<(), LabError> {
+        for pod in &self.pods {
+            let home = &self.nodes[&pod.node];
+            for (name, node) in &self.nodes {
+                if *name == pod.node {
+                    continue;
+                }
+                ip(
+                    &node.netns,
+                    &format!("route add {}/32 via {}", pod.addr, home.addr),
+                )?;
+                if let (Some(a6), Some(via), Some(_)) = (pod.addr6, home.addr6, node.addr6) {
+                    ip(&node.netns, &format!("-6 route add {a6}/128 via {via}"))?;
                 }
             }
         }
-        for pod in &lab.pods {
-            let (Some(a6), Some(via)) = (pod.addr6, lab.nodes6.get(&pod.node)) else {
-                continue;
-            };
-            for (node, (ns, _)) in &lab.nodes {
-                if *node != pod.node && lab.nodes6.contains_key(node) {
-                    run(&[
-                        "ip",
-                        "-n",
-                        ns,
-                        "-6",
-                        "route",
-                        "add",
-                        &format!("{a6}/128"),
-                        "via",
-                        &via.to_string(),
-                    ])?;
-                }
-            }
-        }
-        Ok(lab)
+        Ok(())
     }
 
     /// Leaves the namespaces in place when the lab is dropped (`netfence sandbox --keep`).
@@ -417,10 +335,10 @@ impl Lab {
 
     /// Programs every node's `table inet netfence` over netlink, as the agent does.
     pub fn program(&self, snapshot: &Snapshot) -> Result<(), LabError> {
-        for (node, (ns, _)) in &self.nodes {
+        for (node, lab_node) in &self.nodes {
             let table = nft_backend::build::build(&policy_compiler::compile(snapshot, node).0);
-            in_netns(ns, move || {
-                nft_backend::netlink::apply_full(&table).and_then(|_| nft_backend::netlink::verify(&table))
+            in_netns(&lab_node.netns, move || {
+                nft_netlink::apply_full(&table).and_then(|_| nft_netlink::verify(&table))
             })?
             .map_err(|e| LabError::Program(format!("node {node}: {e}")))?;
         }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use policy_compiler::Protocol;
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
-use super::lab::{in_netns, LabError};
+use netfence_netns::in_netns;
+
+use super::lab::LabError;
 
 /// Listeners that answer every TCP connection and every UDP datagram, until dropped.
 #[derive(Debug)]
@@ -122,7 +124,7 @@ pub fn connects(
     timeout: Duration,
 ) -> Result<bool, LabError> {
     let dst: IpAddr = dst.into();
-    match protocol {
+    let connected = match protocol {
         Protocol::Tcp => in_netns(netns, move || {
             TcpStream::connect_timeout(&SocketAddr::from((dst, port)), timeout).is_ok()
         }),
@@ -143,8 +145,9 @@ pub fn connects(
             };
             exchange().unwrap_or(false)
         }),
-        Protocol::Sctp => Err(unsupported(protocol)),
-    }
+        Protocol::Sctp => return Err(unsupported(protocol)),
+    };
+    Ok(connected?)
 }
 
 /// A TCP probe (the common case in tests).

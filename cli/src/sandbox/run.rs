@@ -153,11 +153,12 @@ struct NodePair {
 /// Each node to its pods and each pod to its node, over each family the two share.
 fn node_pairs(lab: &Lab) -> Vec<NodePair> {
     let mut out = Vec::new();
-    for (name, (ns, addr)) in &lab.nodes {
+    for (name, node) in &lab.nodes {
+        let (ns, addr) = (&node.netns, node.addr);
         for pod in lab.pods.iter().filter(|p| p.node == *name) {
-            let mut families = vec![(IpAddr::V4(*addr), IpAddr::V4(pod.addr), "")];
-            if let (Some(n6), Some(p6)) = (lab.nodes6.get(name), pod.addr6) {
-                families.push((IpAddr::V6(*n6), IpAddr::V6(p6), " over IPv6"));
+            let mut families = vec![(IpAddr::V4(addr), IpAddr::V4(pod.addr), "")];
+            if let (Some(n6), Some(p6)) = (node.addr6, pod.addr6) {
+                families.push((IpAddr::V6(n6), IpAddr::V6(p6), " over IPv6"));
             }
             for (node_addr, pod_addr, family) in families {
                 out.push(NodePair {
@@ -206,10 +207,10 @@ pub fn probe_all(
             }
         }
     }
-    for (name, (ns, addr)) in &lab.nodes {
-        servers.listen(ns, *addr, protocol, port)?;
-        if let Some(a6) = lab.nodes6.get(name) {
-            servers.listen(ns, *a6, protocol, port)?;
+    for node in lab.nodes.values() {
+        servers.listen(&node.netns, node.addr, protocol, port)?;
+        if let Some(a6) = node.addr6 {
+            servers.listen(&node.netns, a6, protocol, port)?;
         }
     }
     let v4: Vec<(ObjectKey, String, IpAddr)> = lab

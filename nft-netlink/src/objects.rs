@@ -8,9 +8,9 @@ use std::ptr::NonNull;
 use nftnl::{MsgType, NlMsg};
 use nftnl_sys::{self as sys, libc};
 
-use super::NetlinkError;
-use crate::nft::{Chain, Family, Hook, Set, SetKind};
-use crate::TABLE;
+use crate::NetlinkError;
+use nft_backend::nft::{Chain, Family, Hook, Set, SetKind};
+use nft_backend::TABLE;
 
 pub(super) const NFPROTO_INET: u16 = libc::NFPROTO_INET as u16;
 /// Elements per NEWSETELEM message: keeps every message far below the netlink size limit.

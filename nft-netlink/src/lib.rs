@@ -1,10 +1,14 @@
-//! The netlink face: a [`Table`] sent to the kernel as one nftables transaction through libnftnl
-//! and libmnl, every message acknowledged.
+//! nft-netlink: the kernel half of the backend. A [`Table`] of `nft_backend` sent to the kernel as
+//! one nftables transaction through libnftnl and libmnl, every message acknowledged, and read
+//! back.
 //!
-//! The only module of the project with `unsafe`: libnftnl is a C library. Each object is built in
+//! The only crate of the project with `unsafe`: libnftnl is a C library. Each object is built in
 //! a libnftnl struct that a guard frees on drop, serialised into the batch, and the batch is sent
 //! on one netfilter socket. The kernel applies a batch all or nothing.
 
+#![allow(unsafe_code)]
+
+mod error;
 mod objects;
 mod read;
 mod rules;
@@ -15,59 +19,16 @@ use std::time::{Duration, Instant};
 use nftnl::{Batch, FinalizedBatch, MsgType};
 use nftnl_sys::libc;
 
-use crate::diff::{diff, fit_sizes, Plan};
-use crate::nft::{Set, SetKind, Table};
+use nft_backend::diff::{diff, fit_sizes, Plan};
+use nft_backend::nft::{Set, SetKind, Table};
 use objects::{
     chain_message, delete_chain_message, delete_set_message, element_messages, flush_chain_message,
     flush_set_message, set_messages, Ids, Message,
 };
 use rules::rule_message;
 
+pub use error::NetlinkError;
 pub use read::{expected, ChainListing, ElementListing, Listing, SetListing};
-
-/// What failed, in which phase, and whether trying again may help.
-#[derive(Debug, thiserror::Error)]
-pub enum NetlinkError {
-    #[error("netlink: cannot open a netfilter socket (netfence needs CAP_NET_ADMIN): {0}")]
-    Socket(#[source] io::Error),
-    #[error("netlink: not permitted: programming nftables needs CAP_NET_ADMIN (run as root, or grant the capability); `netfence matrix` and `netfence compile` work without it")]
-    Permission,
-    #[error("netlink: sending the batch failed: {0}")]
-    Send(#[source] io::Error),
-    #[error("netlink: the kernel refused {object}: {source}; the transaction was not applied")]
-    Refused {
-        object: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("netlink: reading acknowledgements failed: {0}")]
-    Receive(#[source] io::Error),
-    #[error(
-        "netlink: the table was applied, but the kernel holds something else (from what was intended: {0})"
-    )]
-    Mismatch(String),
-    #[error("netlink: {0} contains a NUL byte")]
-    Name(String),
-}
-
-impl NetlinkError {
-    /// Whether the same transaction may succeed later (a busy kernel, a full socket buffer).
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            NetlinkError::Send(_) | NetlinkError::Receive(_) => true,
-            NetlinkError::Refused { source, .. } => {
-                matches!(
-                    source.raw_os_error(),
-                    Some(libc::EBUSY) | Some(libc::EAGAIN) | Some(libc::ENOBUFS)
-                )
-            }
-            NetlinkError::Socket(_)
-            | NetlinkError::Name(_)
-            | NetlinkError::Mismatch(_)
-            | NetlinkError::Permission => false,
-        }
-    }
-}
 
 /// How a transaction went.
 #[derive(Clone, Copy, Debug)]
@@ -290,7 +251,7 @@ impl Session {
         match self.read()? {
             None => Err(NetlinkError::Mismatch(format!(
                 "table inet {} is missing",
-                crate::TABLE
+                nft_backend::TABLE
             ))),
             Some(got) if got == want => Ok(()),
             Some(got) => Err(NetlinkError::Mismatch(got.changes_from(&want).join("; "))),

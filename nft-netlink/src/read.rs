@@ -7,10 +7,10 @@ use std::os::raw::c_char;
 
 use nftnl_sys::{self as sys, libc};
 
-use super::objects::{cstring, elements_of, NFPROTO_INET, UDATA_SET_COMMENT};
-use super::NetlinkError;
-use crate::nft::Table;
-use crate::TABLE;
+use crate::objects::{cstring, elements_of, NFPROTO_INET, UDATA_SET_COMMENT};
+use crate::NetlinkError;
+use nft_backend::nft::Table;
+use nft_backend::TABLE;
 
 /// One set element as the kernel stores it: key bytes, flags, and the chain a map jumps to.
 pub type ElementListing = (Vec<u8>, u32, Option<String>);

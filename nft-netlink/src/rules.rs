@@ -6,12 +6,12 @@ use std::ptr::NonNull;
 use nftnl_sys::{self as sys, libc};
 use policy_compiler::Protocol;
 
-use super::objects::{
+use crate::objects::{
     add_element, cstring, new_set, Element, Ids, Message, Obj, Udata, NFPROTO_INET, TYPE_ICMP6_TYPE,
 };
-use super::NetlinkError;
-use crate::nft::{Addr, Family, Match, Rule, Verdict};
-use crate::TABLE;
+use crate::NetlinkError;
+use nft_backend::nft::{Addr, Family, Match, Rule, Verdict};
+use nft_backend::TABLE;
 
 /// Builds the expressions of one rule into a libnftnl rule.
 struct RuleBuilder {
