@@ -1,13 +1,18 @@
 //! The IR to nftables objects: one node's `Ruleset` becomes the sets, maps and chains of
 //! `table inet netfence` (layout and reasons in ARCHITECTURE.md).
+//!
+//! [`build`] is a list of steps: the shared sets (pod peers, ipBlocks, named ports, the node's
+//! addresses), the allow-set chains (with the peer and port sets their rules look up), the
+//! dispatch maps, then the base chains. A new kind of object is a new step.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use policy_compiler::ir::{AllowSetKey, IrPeer, IrRule, NamedPort, PodPeer};
 use policy_compiler::model::{Direction, IpBlock, PortMatch, PortSpec};
-use policy_compiler::Ruleset;
+use policy_compiler::{Protocol, Ruleset};
 
+use crate::identity::Identity;
 use crate::interval;
 use crate::names::{comment, derived};
 use crate::nft::{Addr, Chain, Family, Hook, Match, Rule, Set, SetKind, Table, Verdict};
@@ -15,341 +20,510 @@ use crate::nft::{Addr, Chain, Family, Hook, Match, Rule, Set, SetKind, Table, Ve
 /// The chain every base chain jumps to after the fast path.
 pub const POLICY_CHAIN: &str = "dispatch";
 
+/// The set of this node's own addresses (with the family suffix).
+const NODE_SET: &str = "node-addrs";
+
 fn family_set_name(base: &str, family: Family) -> String {
     format!("{base}-{}", family.suffix())
-}
-
-/// Hands out derived names, making sure two identities never share one.
-#[derive(Default)]
-struct Namer {
-    taken: BTreeMap<String, String>,
-}
-
-impl Namer {
-    fn name(&mut self, prefix: &str, hint: &str, identity: &str) -> String {
-        let base = derived(prefix, hint, identity);
-        let mut name = base.clone();
-        let mut n = 2;
-        while let Some(owner) = self.taken.get(&name) {
-            if owner == identity {
-                return name;
-            }
-            name = format!("{base}-{n}");
-            n += 1;
-        }
-        self.taken.insert(name.clone(), identity.to_string());
-        name
-    }
-}
-
-struct Names {
-    pod_sets: BTreeMap<PodPeer, String>,
-    blocks: BTreeMap<IpBlock, String>,
-    named: BTreeMap<NamedPort, String>,
-    chains: BTreeMap<AllowSetKey, String>,
 }
 
 fn split_family(addrs: impl Iterator<Item = IpAddr>, family: Family) -> Vec<IpAddr> {
     addrs.filter(|a| Family::of(*a) == family).collect()
 }
 
-/// Builds the table for one node's ruleset.
-pub fn build(ruleset: &Ruleset) -> Table {
-    let mut namer = Namer::default();
-    let mut names = Names {
-        pod_sets: BTreeMap::new(),
-        blocks: BTreeMap::new(),
-        named: BTreeMap::new(),
-        chains: BTreeMap::new(),
-    };
-    let mut sets = Vec::new();
-
-    for (peer, addrs) in &ruleset.pod_sets {
-        let hint = if peer.pods.is_everything() {
-            "all".to_string()
-        } else {
-            peer.pods.to_string()
-        };
-        let name = namer.name("pods", &hint, &format!("{peer:?}"));
-        for family in Family::BOTH {
-            sets.push(Set::new(
-                family_set_name(&name, family),
-                family,
-                SetKind::Addrs(split_family(addrs.iter().copied(), family)),
-                comment(&format!("pods {peer}")),
-            ));
-        }
-        names.pod_sets.insert(peer.clone(), name);
+fn direction_prefix(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Ingress => "in",
+        Direction::Egress => "eg",
     }
-    for block in ruleset
-        .allow_sets
-        .values()
-        .flat_map(|s| &s.rules)
-        .flat_map(|r| r.peers.iter().flatten())
-    {
-        let IrPeer::Block(block) = block else { continue };
-        if names.blocks.contains_key(block) {
-            continue;
-        }
-        let name = namer.name("cidr", &block.cidr.to_string(), &format!("{block:?}"));
-        let except: Vec<String> = block.except.iter().map(ToString::to_string).collect();
-        sets.push(Set::new(
-            name.clone(),
-            Family::of(block.cidr.network()),
-            SetKind::Ranges(interval::ranges(block)),
-            comment(&format!("ipBlock {} except [{}]", block.cidr, except.join(","))),
-        ));
-        names.blocks.insert(block.clone(), name);
-    }
-    for (named, map) in &ruleset.named_ports {
-        let hint = format!(
-            "{}-{}-{}",
-            named.direction.as_str(),
-            named.protocol.as_str().to_lowercase(),
-            named.name
-        );
-        let name = namer.name("port", &hint, &format!("{named:?}"));
-        for family in Family::BOTH {
-            sets.push(Set::new(
-                family_set_name(&name, family),
-                family,
-                SetKind::AddrPorts(
-                    map.iter()
-                        .filter(|(a, _)| Family::of(**a) == family)
-                        .map(|(a, p)| (*a, *p))
-                        .collect(),
-                ),
-                comment(&format!(
-                    "{} named port {}/{}",
-                    named.direction.as_str(),
-                    named.protocol,
-                    named.name
-                )),
-            ));
-        }
-        names.named.insert(named.clone(), name);
-    }
-    let node_set = "node-addrs";
-    for family in Family::BOTH {
-        sets.push(Set::new(
-            family_set_name(node_set, family),
-            family,
-            SetKind::Addrs(split_family(ruleset.node_addrs.iter().copied(), family)),
-            "this node's own addresses".to_string(),
-        ));
-    }
-
-    let mut chains = Vec::new();
-    for (key, set) in &ruleset.allow_sets {
-        let prefix = match key.direction {
-            Direction::Ingress => "in",
-            Direction::Egress => "eg",
-        };
-        let hint = key.policies.first().map_or(String::new(), |p| p.name.clone());
-        let name = namer.name(prefix, &hint, &format!("{key:?}"));
-        let mut rules: Vec<Rule> = set
-            .rules
-            .iter()
-            .flat_map(|r| rule(r, key.direction, &names))
-            .collect();
-        rules.push(Rule {
-            matches: vec![],
-            verdict: Verdict::Drop,
-            comment: None,
-        });
-        let policies: Vec<String> = key.policies.iter().map(ToString::to_string).collect();
-        chains.push(Chain {
-            name: name.clone(),
-            hook: None,
-            rules,
-            comment: comment(&format!(
-                "{} allow-set of {}",
-                key.direction.as_str(),
-                policies.join(",")
-            )),
-        });
-        names.chains.insert(key.clone(), name);
-    }
-
-    for (direction, prefix) in [(Direction::Ingress, "in"), (Direction::Egress, "eg")] {
-        for family in Family::BOTH {
-            let mut entries = Vec::new();
-            for pod in ruleset.pods.values() {
-                let Some(key) = pod.isolation(direction) else {
-                    continue;
-                };
-                for addr in pod.addrs.iter().filter(|a| Family::of(**a) == family) {
-                    entries.push((*addr, names.chains[key].clone()));
-                }
-            }
-            entries.sort();
-            sets.push(Set::new(
-                format!("{prefix}-dispatch-{}", family.suffix()),
-                family,
-                SetKind::Dispatch(entries),
-                format!("isolated pods to their {} allow-set", direction.as_str()),
-            ));
-        }
-    }
-
-    let dispatch = |family: Family, addr: Addr, prefix: &str| Rule {
-        matches: vec![],
-        verdict: Verdict::Dispatch {
-            family,
-            addr,
-            map: format!("{prefix}-dispatch-{}", family.suffix()),
-        },
-        comment: None,
-    };
-    let mut policy_rules = Vec::new();
-    for family in Family::BOTH {
-        policy_rules.push(dispatch(family, Addr::Saddr, "eg"));
-    }
-    for family in Family::BOTH {
-        policy_rules.push(Rule {
-            matches: vec![Match::AddrIn {
-                family,
-                addr: Addr::Saddr,
-                set: family_set_name(node_set, family),
-            }],
-            verdict: Verdict::Accept,
-            comment: Some("the node reaches its own pods".to_string()),
-        });
-    }
-    for family in Family::BOTH {
-        policy_rules.push(dispatch(family, Addr::Daddr, "in"));
-    }
-    chains.push(Chain {
-        name: POLICY_CHAIN.to_string(),
-        hook: None,
-        rules: policy_rules,
-        comment: "egress of local pods, then ingress of local pods".to_string(),
-    });
-    for hook in [Hook::Forward, Hook::Input, Hook::Output] {
-        chains.push(Chain {
-            name: hook.as_str().to_string(),
-            hook: Some(hook),
-            rules: vec![
-                Rule {
-                    matches: vec![Match::EstablishedOrRelated],
-                    verdict: Verdict::Accept,
-                    comment: None,
-                },
-                Rule {
-                    matches: vec![Match::NeighbourDiscovery],
-                    verdict: Verdict::Accept,
-                    comment: None,
-                },
-                Rule {
-                    matches: vec![],
-                    verdict: Verdict::Jump(POLICY_CHAIN.to_string()),
-                    comment: None,
-                },
-            ],
-            comment: format!("policy on the {} hook", hook.as_str()),
-        });
-    }
-    Table { sets, chains }
 }
 
-/// One IR rule as nft rules: one per (peer, port) alternative that fits one address family.
-fn rule(rule: &IrRule, direction: Direction, names: &Names) -> Vec<Rule> {
-    let peer_addr = match direction {
-        Direction::Ingress => Addr::Saddr,
-        Direction::Egress => Addr::Daddr,
+/// The names handed out so far, by identity, so that two identities never share a name and
+/// every rule that refers to an object finds the name it was given.
+#[derive(Default)]
+struct Names {
+    /// Name to the identity that holds it.
+    taken: BTreeMap<String, String>,
+    pod_sets: BTreeMap<PodPeer, String>,
+    blocks: BTreeMap<IpBlock, String>,
+    named_ports: BTreeMap<NamedPort, String>,
+    chains: BTreeMap<AllowSetKey, String>,
+}
+
+impl Names {
+    /// The name for `identity` (see [`derived`]); a collision of hashes gets a suffix. `fresh`
+    /// says whether the identity had none before (its object is still to be made).
+    fn claim(&mut self, prefix: &str, hint: &str, identity: &str) -> (String, bool) {
+        let base = derived(prefix, hint, identity);
+        let mut name = base.clone();
+        let mut n = 2;
+        while let Some(owner) = self.taken.get(&name) {
+            if owner == identity {
+                return (name, false);
+            }
+            name = format!("{base}-{n}");
+            n += 1;
+        }
+        self.taken.insert(name.clone(), identity.to_string());
+        (name, true)
+    }
+}
+
+/// The table under construction.
+struct Builder<'a> {
+    ruleset: &'a Ruleset,
+    names: Names,
+    sets: Vec<Set>,
+    chains: Vec<Chain>,
+}
+
+/// One alternative of a rule's peers or ports: the family it is bound to, if any, and its
+/// matches.
+type Alternative = (Option<Family>, Vec<Match>);
+
+/// Builds the table for one node's ruleset.
+pub fn build(ruleset: &Ruleset) -> Table {
+    let mut b = Builder {
+        ruleset,
+        names: Names::default(),
+        sets: Vec::new(),
+        chains: Vec::new(),
     };
-    // Each alternative: the family it is bound to (if any) and its matches.
-    let peers: Vec<(Option<Family>, Vec<Match>)> = match &rule.peers {
-        None => vec![(None, vec![])],
-        Some(peers) => peers
-            .iter()
-            .flat_map(|p| match p {
-                IrPeer::Pods(pods) => Family::BOTH
+    b.pod_sets();
+    b.block_sets();
+    b.named_port_sets();
+    b.node_sets();
+    b.allow_set_chains();
+    b.dispatch_maps();
+    b.base_chains();
+    Table {
+        sets: b.sets,
+        chains: b.chains,
+    }
+}
+
+impl Builder<'_> {
+    /// A set per family for each pod peer: the addresses of the pods it matches.
+    fn pod_sets(&mut self) {
+        for (peer, addrs) in &self.ruleset.pod_sets {
+            let hint = if peer.pods.is_everything() {
+                "all".to_string()
+            } else {
+                peer.pods.to_string()
+            };
+            let (name, _) = self.names.claim("pods", &hint, &peer.identity());
+            for family in Family::BOTH {
+                self.sets.push(Set::new(
+                    family_set_name(&name, family),
+                    family,
+                    SetKind::Addrs(split_family(addrs.iter().copied(), family)),
+                    comment(&format!("pods {peer}")),
+                ));
+            }
+            self.names.pod_sets.insert(peer.clone(), name);
+        }
+    }
+
+    /// An interval set for each ipBlock a rule uses: its CIDR minus its excepts.
+    fn block_sets(&mut self) {
+        let ruleset = self.ruleset;
+        let blocks = ruleset
+            .allow_sets
+            .values()
+            .flat_map(|s| &s.rules)
+            .flat_map(|r| r.peers.iter().flatten());
+        for peer in blocks {
+            let IrPeer::Block(block) = peer else { continue };
+            if self.names.blocks.contains_key(block) {
+                continue;
+            }
+            let (name, _) = self
+                .names
+                .claim("cidr", &block.cidr.to_string(), &block.identity());
+            let except: Vec<String> = block.except.iter().map(ToString::to_string).collect();
+            self.sets.push(Set::new(
+                name.clone(),
+                Family::of(block.cidr.network()),
+                SetKind::Ranges(interval::ranges(block)),
+                comment(&format!("ipBlock {} except [{}]", block.cidr, except.join(","))),
+            ));
+            self.names.blocks.insert(block.clone(), name);
+        }
+    }
+
+    /// A set per family for each named port: `address . port` of every pod that has it.
+    fn named_port_sets(&mut self) {
+        for (named, map) in &self.ruleset.named_ports {
+            let hint = format!(
+                "{}-{}-{}",
+                named.direction.as_str(),
+                named.protocol.as_str().to_lowercase(),
+                named.name
+            );
+            let (name, _) = self.names.claim("port", &hint, &named.identity());
+            for family in Family::BOTH {
+                let pairs = map
                     .iter()
-                    .map(|f| {
-                        let set = family_set_name(&names.pod_sets[pods], *f);
-                        (
-                            Some(*f),
-                            vec![Match::AddrIn {
-                                family: *f,
-                                addr: peer_addr,
-                                set,
-                            }],
-                        )
-                    })
-                    .collect::<Vec<_>>(),
-                IrPeer::Block(block) => {
-                    let family = Family::of(block.cidr.network());
-                    vec![(
-                        Some(family),
-                        vec![Match::AddrIn {
-                            family,
-                            addr: peer_addr,
-                            set: names.blocks[block].clone(),
-                        }],
-                    )]
+                    .filter(|(a, _)| Family::of(**a) == family)
+                    .map(|(a, p)| (*a, *p))
+                    .collect();
+                self.sets.push(Set::new(
+                    family_set_name(&name, family),
+                    family,
+                    SetKind::AddrPorts(pairs),
+                    comment(&format!(
+                        "{} named port {}/{}",
+                        named.direction.as_str(),
+                        named.protocol,
+                        named.name
+                    )),
+                ));
+            }
+            self.names.named_ports.insert(named.clone(), name);
+        }
+    }
+
+    /// This node's own addresses, whose traffic to local pods always passes.
+    fn node_sets(&mut self) {
+        for family in Family::BOTH {
+            self.sets.push(Set::new(
+                family_set_name(NODE_SET, family),
+                family,
+                SetKind::Addrs(split_family(self.ruleset.node_addrs.iter().copied(), family)),
+                "this node's own addresses".to_string(),
+            ));
+        }
+    }
+
+    /// A chain per allow-set: its rules, each `return` (allowed, go on), then `drop`.
+    fn allow_set_chains(&mut self) {
+        let ruleset = self.ruleset;
+        for (key, set) in &ruleset.allow_sets {
+            let hint = key.policies.first().map_or(String::new(), |p| p.name.clone());
+            let (name, _) = self
+                .names
+                .claim(direction_prefix(key.direction), &hint, &key.identity());
+            let mut rules: Vec<Rule> = set
+                .rules
+                .iter()
+                .flat_map(|r| self.rule(r, key.direction))
+                .collect();
+            rules.push(Rule {
+                matches: vec![],
+                verdict: Verdict::Drop,
+                comment: None,
+            });
+            let policies: Vec<String> = key.policies.iter().map(ToString::to_string).collect();
+            self.chains.push(Chain {
+                name: name.clone(),
+                hook: None,
+                rules,
+                comment: comment(&format!(
+                    "{} allow-set of {}",
+                    key.direction.as_str(),
+                    policies.join(",")
+                )),
+            });
+            self.names.chains.insert(key.clone(), name);
+        }
+    }
+
+    /// One IR rule as nft rules: one per pair of a peer alternative and a port alternative of
+    /// the same family. Each side has a bounded number of alternatives (its peers are looked
+    /// up in at most one pod set and one interval set per family, its ports in one match or
+    /// set per protocol, plus one per named port), so the rules grow with the policy's rules,
+    /// never with its peers times its ports.
+    fn rule(&mut self, rule: &IrRule, direction: Direction) -> Vec<Rule> {
+        let peers = match &rule.peers {
+            None => vec![(None, vec![])],
+            Some(peers) => self.peer_alternatives(peers, direction),
+        };
+        let ports = match &rule.ports {
+            None => vec![(None, vec![])],
+            Some(ports) => self.port_alternatives(ports, direction),
+        };
+        let origin = comment(&format!("{}#{}", rule.policy, rule.index));
+        let mut out = Vec::new();
+        for (peer_family, peer_matches) in &peers {
+            for (port_family, port_matches) in &ports {
+                if let (Some(a), Some(b)) = (peer_family, port_family) {
+                    if a != b {
+                        continue;
+                    }
                 }
+                let mut matches = peer_matches.clone();
+                matches.extend(port_matches.iter().cloned());
+                out.push(Rule {
+                    matches,
+                    verdict: Verdict::Return,
+                    comment: Some(origin.clone()),
+                });
+            }
+        }
+        out
+    }
+
+    /// A rule's peers, per family: its pod peers as one lookup (the peer's own set, or a union
+    /// set of several), and its ipBlocks as one lookup (the block's set, or a union).
+    fn peer_alternatives(&mut self, peers: &[IrPeer], direction: Direction) -> Vec<Alternative> {
+        let addr = match direction {
+            Direction::Ingress => Addr::Saddr,
+            Direction::Egress => Addr::Daddr,
+        };
+        let pods: BTreeSet<&PodPeer> = peers
+            .iter()
+            .filter_map(|p| match p {
+                IrPeer::Pods(pods) => Some(pods),
+                IrPeer::Block(_) => None,
             })
-            .collect(),
-    };
-    let ports: Vec<(Option<Family>, Vec<Match>)> = match &rule.ports {
-        None => vec![(None, vec![])],
-        Some(ports) => ports.iter().flat_map(|p| port(p, direction, names)).collect(),
-    };
-    let origin = format!("{}#{}", rule.policy, rule.index);
-    let mut out = Vec::new();
-    for (peer_family, peer_matches) in &peers {
-        for (port_family, port_matches) in &ports {
-            if let (Some(a), Some(b)) = (peer_family, port_family) {
-                if a != b {
-                    continue;
+            .collect();
+        let mut out = Vec::new();
+        if let Some(base) = self.pod_union(&pods) {
+            for family in Family::BOTH {
+                let set = family_set_name(&base, family);
+                out.push((Some(family), vec![Match::AddrIn { family, addr, set }]));
+            }
+        }
+        for family in Family::BOTH {
+            let blocks: BTreeSet<&IpBlock> = peers
+                .iter()
+                .filter_map(|p| match p {
+                    IrPeer::Block(b) if Family::of(b.cidr.network()) == family => Some(b),
+                    _ => None,
+                })
+                .collect();
+            if let Some(set) = self.block_union(&blocks, family) {
+                out.push((Some(family), vec![Match::AddrIn { family, addr, set }]));
+            }
+        }
+        out
+    }
+
+    /// The base name of the pod sets to look `pods` up in: the peer's own sets for one peer,
+    /// union sets (made here, shared by every rule with the same peers) for several.
+    fn pod_union(&mut self, pods: &BTreeSet<&PodPeer>) -> Option<String> {
+        let first = *pods.first()?;
+        if pods.len() == 1 {
+            return Some(self.names.pod_sets[first].clone());
+        }
+        let mut identity = format!("union{}(", pods.len());
+        pods.iter().for_each(|p| p.encode(&mut identity));
+        identity.push(')');
+        let hint = if first.pods.is_everything() {
+            "all".to_string()
+        } else {
+            first.pods.to_string()
+        };
+        let (name, fresh) = self.names.claim("peers", &hint, &identity);
+        if fresh {
+            let addrs: BTreeSet<IpAddr> = pods
+                .iter()
+                .flat_map(|p| self.ruleset.pod_sets.get(*p).into_iter().flatten().copied())
+                .collect();
+            let peers: Vec<String> = pods.iter().map(ToString::to_string).collect();
+            for family in Family::BOTH {
+                self.sets.push(Set::new(
+                    family_set_name(&name, family),
+                    family,
+                    SetKind::Addrs(split_family(addrs.iter().copied(), family)),
+                    comment(&format!("pods of {} peers: {}", pods.len(), peers.join(" or "))),
+                ));
+            }
+        }
+        Some(name)
+    }
+
+    /// The interval set to look `blocks` (all of one family) up in: the block's own for one,
+    /// a union set (made here, shared) for several.
+    fn block_union(&mut self, blocks: &BTreeSet<&IpBlock>, family: Family) -> Option<String> {
+        let first = *blocks.first()?;
+        if blocks.len() == 1 {
+            return Some(self.names.blocks[first].clone());
+        }
+        let mut identity = format!("union{}(", blocks.len());
+        blocks.iter().for_each(|b| b.encode(&mut identity));
+        identity.push(')');
+        let (name, fresh) = self.names.claim("cidrs", &first.cidr.to_string(), &identity);
+        if fresh {
+            let ranges = interval::union(blocks.iter().flat_map(|b| interval::ranges(b)).collect());
+            let cidrs: Vec<String> = blocks.iter().map(|b| b.cidr.to_string()).collect();
+            self.sets.push(Set::new(
+                name.clone(),
+                family,
+                SetKind::Ranges(ranges),
+                comment(&format!("ipBlocks {} (with their excepts)", cidrs.join(","))),
+            ));
+        }
+        Some(name)
+    }
+
+    /// A rule's ports: per protocol, every port (`meta l4proto`), one range, or a port set;
+    /// then each named port, per family.
+    fn port_alternatives(&mut self, ports: &[PortSpec], direction: Direction) -> Vec<Alternative> {
+        let mut out = Vec::new();
+        for protocol in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
+            let of_protocol = ports.iter().filter(|p| p.protocol == protocol);
+            let mut ranges = Vec::new();
+            let mut every_port = false;
+            for spec in of_protocol {
+                match &spec.port {
+                    PortMatch::All => every_port = true,
+                    PortMatch::Range { first, last } => ranges.push((*first, *last)),
+                    PortMatch::Named(_) => {}
                 }
             }
-            let mut matches = peer_matches.clone();
-            matches.extend(port_matches.iter().cloned());
-            out.push(Rule {
-                matches,
-                verdict: Verdict::Return,
-                comment: Some(comment(&origin)),
+            if every_port {
+                out.push((None, vec![Match::Protocol(protocol)]));
+                continue;
+            }
+            let ranges = interval::union_ports(ranges);
+            match ranges.as_slice() {
+                [] => {}
+                [(first, last)] => out.push((
+                    None,
+                    vec![Match::PortRange {
+                        protocol,
+                        first: *first,
+                        last: *last,
+                    }],
+                )),
+                _ => {
+                    let set = self.port_set(protocol, ranges);
+                    out.push((None, vec![Match::PortIn { protocol, set }]));
+                }
+            }
+        }
+        let named: BTreeSet<NamedPort> = ports
+            .iter()
+            .filter_map(|spec| match &spec.port {
+                PortMatch::Named(name) => Some(NamedPort {
+                    direction,
+                    protocol: spec.protocol,
+                    name: name.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        for key in &named {
+            for family in Family::BOTH {
+                let set = family_set_name(&self.names.named_ports[key], family);
+                out.push((
+                    Some(family),
+                    vec![Match::DaddrPortIn {
+                        family,
+                        protocol: key.protocol,
+                        set,
+                    }],
+                ));
+            }
+        }
+        out
+    }
+
+    /// An interval set of port ranges of one protocol, shared by every rule with the same.
+    fn port_set(&mut self, protocol: Protocol, ranges: Vec<(u16, u16)>) -> String {
+        let text: Vec<String> = ranges
+            .iter()
+            .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+            .collect();
+        let mut identity = String::from("ports(");
+        protocol.encode(&mut identity);
+        identity.push_str(&text.join(","));
+        identity.push(')');
+        let proto = protocol.as_str().to_lowercase();
+        let (name, fresh) = self.names.claim("ports", &proto, &identity);
+        if fresh {
+            self.sets.push(Set::new(
+                name.clone(),
+                Family::V4,
+                SetKind::Ports(ranges),
+                comment(&format!("{proto} ports {}", text.join(","))),
+            ));
+        }
+        name
+    }
+
+    /// The verdict maps: each isolated pod's address to its allow-set chain, per direction and
+    /// family.
+    fn dispatch_maps(&mut self) {
+        for direction in [Direction::Ingress, Direction::Egress] {
+            for family in Family::BOTH {
+                let mut entries = Vec::new();
+                for pod in self.ruleset.pods.values() {
+                    let Some(key) = pod.isolation(direction) else {
+                        continue;
+                    };
+                    for addr in pod.addrs.iter().filter(|a| Family::of(**a) == family) {
+                        entries.push((*addr, self.names.chains[key].clone()));
+                    }
+                }
+                entries.sort();
+                self.sets.push(Set::new(
+                    dispatch_map(direction, family),
+                    family,
+                    SetKind::Dispatch(entries),
+                    format!("isolated pods to their {} allow-set", direction.as_str()),
+                ));
+            }
+        }
+    }
+
+    /// The dispatch chain (egress of local pods, the node's own traffic, ingress of local
+    /// pods) and the base chains that reach it after the fast path.
+    fn base_chains(&mut self) {
+        let dispatch = |direction: Direction, family: Family, addr: Addr| Rule {
+            matches: vec![],
+            verdict: Verdict::Dispatch {
+                family,
+                addr,
+                map: dispatch_map(direction, family),
+            },
+            comment: None,
+        };
+        let mut policy_rules = Vec::new();
+        for family in Family::BOTH {
+            policy_rules.push(dispatch(Direction::Egress, family, Addr::Saddr));
+        }
+        for family in Family::BOTH {
+            policy_rules.push(Rule {
+                matches: vec![Match::AddrIn {
+                    family,
+                    addr: Addr::Saddr,
+                    set: family_set_name(NODE_SET, family),
+                }],
+                verdict: Verdict::Accept,
+                comment: Some("the node reaches its own pods".to_string()),
+            });
+        }
+        for family in Family::BOTH {
+            policy_rules.push(dispatch(Direction::Ingress, family, Addr::Daddr));
+        }
+        self.chains.push(Chain {
+            name: POLICY_CHAIN.to_string(),
+            hook: None,
+            rules: policy_rules,
+            comment: "egress of local pods, then ingress of local pods".to_string(),
+        });
+        for hook in [Hook::Forward, Hook::Input, Hook::Output] {
+            let rule = |m: Option<Match>, verdict: Verdict| Rule {
+                matches: m.into_iter().collect(),
+                verdict,
+                comment: None,
+            };
+            self.chains.push(Chain {
+                name: hook.as_str().to_string(),
+                hook: Some(hook),
+                rules: vec![
+                    rule(Some(Match::EstablishedOrRelated), Verdict::Accept),
+                    rule(Some(Match::NeighbourDiscovery), Verdict::Accept),
+                    rule(None, Verdict::Jump(POLICY_CHAIN.to_string())),
+                ],
+                comment: format!("policy on the {} hook", hook.as_str()),
             });
         }
     }
-    out
 }
 
-fn port(spec: &PortSpec, direction: Direction, names: &Names) -> Vec<(Option<Family>, Vec<Match>)> {
-    match &spec.port {
-        PortMatch::All => vec![(None, vec![Match::Protocol(spec.protocol)])],
-        PortMatch::Range { first, last } => {
-            vec![(
-                None,
-                vec![Match::PortRange {
-                    protocol: spec.protocol,
-                    first: *first,
-                    last: *last,
-                }],
-            )]
-        }
-        PortMatch::Named(name) => {
-            let key = NamedPort {
-                direction,
-                protocol: spec.protocol,
-                name: name.clone(),
-            };
-            Family::BOTH
-                .iter()
-                .map(|f| {
-                    let set = family_set_name(&names.named[&key], *f);
-                    (
-                        Some(*f),
-                        vec![Match::DaddrPortIn {
-                            family: *f,
-                            protocol: spec.protocol,
-                            set,
-                        }],
-                    )
-                })
-                .collect()
-        }
-    }
+fn dispatch_map(direction: Direction, family: Family) -> String {
+    format!("{}-dispatch-{}", direction_prefix(direction), family.suffix())
 }

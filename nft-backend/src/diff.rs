@@ -318,6 +318,7 @@ pub fn same_content(a: &Table, b: &Table) -> bool {
                 SetKind::Ranges(v) => v.sort(),
                 SetKind::AddrPorts(v) => v.sort(),
                 SetKind::Dispatch(v) => v.sort(),
+                SetKind::Ports(v) => v.sort(),
             }
         }
         sets.sort_by(|x, y| x.name.cmp(&y.name));

@@ -47,9 +47,42 @@ pub fn ranges(block: &IpBlock) -> Vec<(IpAddr, IpAddr)> {
     out
 }
 
+/// Sorted, disjoint address ranges covering what the given ranges cover (each of one family):
+/// overlapping and adjacent ranges become one, as an interval set's elements must.
+pub fn union(mut ranges: Vec<(IpAddr, IpAddr)>) -> Vec<(IpAddr, IpAddr)> {
+    ranges.sort();
+    let mut out: Vec<(IpAddr, IpAddr)> = Vec::with_capacity(ranges.len());
+    for (lo, hi) in ranges {
+        match out.last_mut() {
+            Some((_, last_hi)) if to_u128(lo) <= to_u128(*last_hi).saturating_add(1) => {
+                if hi > *last_hi {
+                    *last_hi = hi;
+                }
+            }
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
+/// Sorted, disjoint port ranges covering what the given inclusive ranges cover.
+pub fn union_ports(mut ranges: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u16, u16)> = Vec::with_capacity(ranges.len());
+    for (lo, hi) in ranges {
+        match out.last_mut() {
+            Some((_, last_hi)) if u32::from(lo) <= u32::from(*last_hi) + 1 => {
+                *last_hi = (*last_hi).max(hi);
+            }
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::ranges;
+    use super::{ranges, union, union_ports};
     use policy_compiler::model::IpBlock;
 
     fn block(cidr: &str, except: &[&str]) -> IpBlock {
@@ -97,6 +130,38 @@ mod tests {
                 "::-fcff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
                 "fe00::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
             ]
+        );
+    }
+
+    #[test]
+    fn unions_merge_overlapping_and_adjacent_ranges_only() {
+        assert_eq!(
+            union_ports(vec![
+                (443, 443),
+                (80, 80),
+                (81, 90),
+                (85, 86),
+                (92, 92),
+                (65535, 65535)
+            ]),
+            vec![(80, 90), (92, 92), (443, 443), (65535, 65535)]
+        );
+        assert_eq!(union_ports(vec![(0, 65535), (1, 2)]), vec![(0, 65535)]);
+        let a = |s: &str| s.parse().unwrap();
+        let blocks = [
+            block("10.0.0.0/24", &["10.0.0.128/25"]),
+            block("10.0.0.128/26", &[]),
+            block("10.0.2.0/24", &[]),
+        ];
+        let all: Vec<_> = blocks.iter().flat_map(ranges).collect();
+        assert_eq!(
+            union(all),
+            vec![(a("10.0.0.0"), a("10.0.0.191")), (a("10.0.2.0"), a("10.0.2.255"))]
+        );
+        let top = [block("255.255.255.0/24", &[]), block("255.255.255.128/25", &[])];
+        assert_eq!(
+            union(top.iter().flat_map(ranges).collect()),
+            vec![(a("255.255.255.0"), a("255.255.255.255"))]
         );
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod build;
 pub mod diff;
+pub mod identity;
 pub mod interval;
 pub mod names;
 pub mod nft;

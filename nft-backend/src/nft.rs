@@ -50,6 +50,9 @@ pub enum SetKind {
     AddrPorts(Vec<(IpAddr, u16)>),
     /// Address to the chain to jump to (a verdict map).
     Dispatch(Vec<(IpAddr, String)>),
+    /// Inclusive destination port ranges (an interval set of `inet_service`), sorted and
+    /// disjoint. It holds no addresses: its set's `family` is not read.
+    Ports(Vec<(u16, u16)>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,7 +101,7 @@ impl Set {
     /// The size a set with these elements is created with.
     pub fn fresh_size(&self) -> Option<u32> {
         match self.kind {
-            SetKind::Ranges(_) => None,
+            SetKind::Ranges(_) | SetKind::Ports(_) => None,
             _ => Some(hash_size(self.n_elements())),
         }
     }
@@ -109,6 +112,7 @@ impl Set {
             SetKind::Ranges(v) => v.len(),
             SetKind::AddrPorts(v) => v.len(),
             SetKind::Dispatch(v) => v.len(),
+            SetKind::Ports(v) => v.len(),
         }
     }
 }
@@ -130,6 +134,8 @@ pub enum Match {
         first: u16,
         last: u16,
     },
+    /// `tcp dport @set`: the destination port in a [`SetKind::Ports`] set.
+    PortIn { protocol: Protocol, set: String },
     /// `ip daddr . tcp dport @set`.
     DaddrPortIn {
         family: Family,
@@ -164,7 +170,9 @@ impl Rule {
     /// Whether the rule reads the named set or map.
     pub fn uses_set(&self, name: &str) -> bool {
         let in_matches = self.matches.iter().any(|m| match m {
-            Match::AddrIn { set, .. } | Match::DaddrPortIn { set, .. } => set == name,
+            Match::AddrIn { set, .. } | Match::PortIn { set, .. } | Match::DaddrPortIn { set, .. } => {
+                set == name
+            }
             _ => false,
         });
         in_matches || matches!(&self.verdict, Verdict::Dispatch { map, .. } if map == name)

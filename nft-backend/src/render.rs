@@ -45,6 +45,14 @@ fn elements(items: Vec<String>) -> String {
     format!("\t\telements = {{ {} }}\n", items.join(",\n\t\t\t     "))
 }
 
+fn range_text<T: PartialEq + std::fmt::Display>((a, b): &(T, T)) -> String {
+    if a == b {
+        a.to_string()
+    } else {
+        format!("{a}-{b}")
+    }
+}
+
 fn set_text(set: &Set) -> String {
     let t = addr_type(set.family);
     let (keyword, header, items): (&str, String, Vec<String>) = match &set.kind {
@@ -56,10 +64,12 @@ fn set_text(set: &Set) -> String {
         SetKind::Ranges(ranges) => (
             "set",
             format!("type {t}\n\t\tflags interval"),
-            ranges
-                .iter()
-                .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
-                .collect(),
+            ranges.iter().map(range_text).collect(),
+        ),
+        SetKind::Ports(ranges) => (
+            "set",
+            "type inet_service\n\t\tflags interval".to_string(),
+            ranges.iter().map(range_text).collect(),
         ),
         SetKind::AddrPorts(pairs) => (
             "set",
@@ -89,6 +99,7 @@ fn match_text(m: &Match) -> String {
         Match::Protocol(p) => format!("meta l4proto {}", proto(*p)),
         Match::PortRange { protocol, first, last } if first == last => format!("{} dport {first}", proto(*protocol)),
         Match::PortRange { protocol, first, last } => format!("{} dport {first}-{last}", proto(*protocol)),
+        Match::PortIn { protocol, set } => format!("{} dport @{set}", proto(*protocol)),
         Match::DaddrPortIn { family, protocol, set } => format!("{} daddr . {} dport @{set}", ip(*family), proto(*protocol)),
     }
 }

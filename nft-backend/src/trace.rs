@@ -26,7 +26,7 @@ fn set_has_addr(set: &Set, addr: IpAddr) -> bool {
     match &set.kind {
         SetKind::Addrs(addrs) => addrs.contains(&addr),
         SetKind::Ranges(ranges) => ranges.iter().any(|(lo, hi)| *lo <= addr && addr <= *hi),
-        SetKind::AddrPorts(_) | SetKind::Dispatch(_) => false,
+        SetKind::AddrPorts(_) | SetKind::Dispatch(_) | SetKind::Ports(_) => false,
     }
 }
 
@@ -54,6 +54,16 @@ fn matches(table: &Table, m: &Match, p: &Packet) -> bool {
             last,
         } => {
             matches!(p.flow.l4, L4::Port(q, port) if q == *protocol && *first <= port && port <= *last)
+        }
+        Match::PortIn { protocol, set } => {
+            let L4::Port(q, port) = p.flow.l4 else {
+                return false;
+            };
+            q == *protocol
+                && table.set(set).is_some_and(|s| match &s.kind {
+                    SetKind::Ports(ranges) => ranges.iter().any(|(lo, hi)| *lo <= port && port <= *hi),
+                    _ => false,
+                })
         }
         Match::DaddrPortIn {
             family: f,

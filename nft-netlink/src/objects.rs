@@ -273,32 +273,24 @@ pub(super) fn elements_of(set: &Set) -> Result<Vec<Element>, NetlinkError> {
             })
             .collect(),
         SetKind::Ranges(ranges) => {
-            // As nft does: an interval end at the family's zero unless a range starts there, then
-            // each range as its start and, past its last address, an interval end.
             let zero = match set.family {
                 Family::V4 => IpAddr::V4(0.into()),
                 Family::V6 => IpAddr::V6(0.into()),
             };
-            let mut out = Vec::new();
-            if ranges.first().is_none_or(|(lo, _)| *lo != zero) {
-                out.push(Element {
-                    key: addr_bytes(zero),
-                    interval_end: true,
-                    jump: None,
-                });
-            }
-            for (lo, hi) in ranges {
-                out.push(plain(addr_bytes(*lo)));
-                if let Some(end) = successor(*hi) {
-                    out.push(Element {
-                        key: addr_bytes(end),
-                        interval_end: true,
-                        jump: None,
-                    });
-                }
-            }
-            out
+            interval_elements(
+                addr_bytes(zero),
+                ranges
+                    .iter()
+                    .map(|(lo, hi)| (addr_bytes(*lo), successor(*hi).map(addr_bytes))),
+            )
         }
+        SetKind::Ports(ranges) => interval_elements(
+            vec![0, 0],
+            ranges.iter().map(|(lo, hi)| {
+                let end = hi.checked_add(1).map(|e| e.to_be_bytes().to_vec());
+                (lo.to_be_bytes().to_vec(), end)
+            }),
+        ),
         SetKind::Dispatch(entries) => entries
             .iter()
             .map(|(a, chain)| {
@@ -310,6 +302,34 @@ pub(super) fn elements_of(set: &Set) -> Result<Vec<Element>, NetlinkError> {
             })
             .collect::<Result<_, NetlinkError>>()?,
     })
+}
+
+/// An interval set's elements, as nft makes them: an interval end at the key type's zero
+/// unless a range starts there, then each range as its start and, past its last key (unless
+/// it ends at the type's maximum), an interval end. Keys are big-endian bytes.
+fn interval_elements(
+    zero: Vec<u8>,
+    ranges: impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+) -> Vec<Element> {
+    let end = |key| Element {
+        key,
+        interval_end: true,
+        jump: None,
+    };
+    let mut out = Vec::new();
+    let mut ranges = ranges.peekable();
+    if ranges.peek().is_none_or(|(lo, _)| *lo != zero) {
+        out.push(end(zero));
+    }
+    for (lo, past) in ranges {
+        out.push(Element {
+            key: lo,
+            interval_end: false,
+            jump: None,
+        });
+        out.extend(past.map(end));
+    }
+    out
 }
 
 /// Key type, key length, flags and whether nft records a big-endian key, for a set.
@@ -328,6 +348,7 @@ fn set_shape(set: &Set) -> (u32, u32, u32, bool) {
             false,
         ),
         SetKind::Dispatch(_) => (addr_type, addr_len, libc::NFT_SET_MAP as u32, true),
+        SetKind::Ports(_) => (TYPE_INET_SERVICE, 2, libc::NFT_SET_INTERVAL as u32, true),
     }
 }
 

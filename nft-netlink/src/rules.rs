@@ -248,6 +248,12 @@ pub(super) fn rule_message(chain: &str, rule: &Rule, ids: &mut Ids) -> Result<Ve
                     b.cmp(libc::NFT_CMP_LTE, last.to_be_bytes().to_vec());
                 }
             }
+            Match::PortIn { protocol, set } => {
+                b.l4proto(ip_proto(*protocol));
+                b.payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, libc::NFT_REG_1);
+                let id = ids.id(set);
+                b.lookup(set, id, None)?;
+            }
             Match::DaddrPortIn {
                 family,
                 protocol,

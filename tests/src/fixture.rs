@@ -296,3 +296,22 @@ fn family_pairs(from: &Pod, to: &Pod) -> Vec<(IpAddr, IpAddr)> {
         .flatten()
         .collect()
 }
+
+/// Compares `actual` with the snapshot file at `path`, or writes it when `UPDATE_EXPECT=1`
+/// (then review the change in the diff).
+pub fn check_snapshot(path: &Path, actual: &str) -> Result<(), String> {
+    if std::env::var("UPDATE_EXPECT").is_ok_and(|v| v == "1") {
+        std::fs::write(path, actual).map_err(|e| format!("{}: {e}", path.display()))?;
+        return Ok(());
+    }
+    let expected = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: {e} (UPDATE_EXPECT=1 writes it)", path.display()))?;
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} differs from what is built now (review, then UPDATE_EXPECT=1)",
+            path.display()
+        ))
+    }
+}

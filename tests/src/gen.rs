@@ -171,7 +171,7 @@ type RawRule = (
 fn rule_strategy() -> impl Strategy<Value = RawRule> {
     (
         prop::option::weighted(0.8, prop::collection::vec(peer_strategy(), 0..=3)),
-        prop::option::weighted(0.7, prop::collection::vec(port_strategy(), 0..=2)),
+        prop::option::weighted(0.7, prop::collection::vec(port_strategy(), 0..=3)),
     )
 }
 

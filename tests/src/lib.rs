@@ -31,3 +31,28 @@ pub fn topology(snap: &Snapshot) -> Topology {
     }
     topo
 }
+
+/// A cluster whose names, labels and selector keys try to break out of an nft script (quotes,
+/// `;`, `#`, braces, newlines): the script must keep them inert and still load.
+pub fn hostile_cluster() -> String {
+    let hostile = "x\"; flush ruleset; #{}\n";
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: web, namespace: default, labels: {{app: {hostile:?}}}}}
+spec: {{nodeName: node-1, containers: [{{name: c, ports: [{{name: http, containerPort: 80}}]}}]}}
+status: {{podIPs: [{{ip: 10.244.0.2}}]}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: "p-x-y", namespace: default}}
+spec:
+  podSelector: {{matchLabels: {{app: {hostile:?}}}}}
+  ingress:
+  - from: [{{podSelector: {{matchExpressions: [{{key: {hostile:?}, operator: In, values: [{hostile:?}]}}]}}}}]
+    ports: [{{port: http}}]
+  - from: [{{ipBlock: {{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}}}}]
+"#
+    )
+}
