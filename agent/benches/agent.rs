@@ -144,6 +144,7 @@ fn start(api: &mut FakeApi, netns: &Netns, dir: &std::path::Path) -> Agent {
         &kubeconfig,
         METRICS,
         &dir.join("agent.log"),
+        500,
     );
     let ready = eventually(Duration::from_secs(300), || {
         get(&netns.name, METRICS, "/readyz").is_some_and(|(code, _)| code == 200)

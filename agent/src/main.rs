@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod error;
 mod http;
 mod index;
 mod metrics;
@@ -19,6 +20,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::signal::unix::{signal, SignalKind};
 
 use config::{Config, LogFormat};
+use error::AgentError;
 
 use index::Kind;
 use metrics::Metrics;
@@ -37,27 +39,31 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-async fn client(config: &Config) -> Result<kube::Client, String> {
+async fn client(config: &Config) -> Result<kube::Client, AgentError> {
+    let bad = AgentError::ClusterConfig;
     let kube_config = match &config.kubeconfig {
         Some(path) => {
-            let file =
-                Kubeconfig::read_from(path).map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            let file = Kubeconfig::read_from(path)
+                .map_err(|e| bad(format!("kubeconfig {}: {e}", path.display())))?;
             kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+                .map_err(|e| bad(format!("kubeconfig {}: {e}", path.display())))?
         }
         None => kube::Config::infer()
             .await
-            .map_err(|e| format!("no in-cluster service account and no kubeconfig: {e}"))?,
+            .map_err(|e| bad(format!("no in-cluster service account and no kubeconfig: {e}")))?,
     };
-    kube::Client::try_from(kube_config).map_err(|e| format!("API client: {e}"))
+    kube::Client::try_from(kube_config).map_err(|e| bad(format!("API client: {e}")))
 }
 
-async fn run(config: Config, node: String) -> Result<(), String> {
+async fn run(config: Config, node: String) -> Result<(), AgentError> {
     let metrics = Arc::new(Metrics::default());
     let listener = tokio::net::TcpListener::bind(config.metrics_addr)
         .await
-        .map_err(|e| format!("cannot serve metrics on {}: {e}", config.metrics_addr))?;
+        .map_err(|source| AgentError::Metrics {
+            addr: config.metrics_addr,
+            source,
+        })?;
     let client = client(&config).await?;
     let (tx, rx) = std::sync::mpsc::channel();
     let writer_metrics = Arc::clone(&metrics);
@@ -66,7 +72,10 @@ async fn run(config: Config, node: String) -> Result<(), String> {
     std::thread::Builder::new()
         .name("writer".to_string())
         .spawn(move || writer::run(&writer_node, rx, coalesce, writer_metrics))
-        .map_err(|e| format!("cannot start the writer: {e}"))?;
+        .map_err(|source| AgentError::Start {
+            what: "the writer",
+            source,
+        })?;
     tokio::spawn(http::run(listener, Arc::clone(&metrics)));
     for kind in Kind::ALL {
         tokio::spawn(watch::watch(
@@ -75,11 +84,16 @@ async fn run(config: Config, node: String) -> Result<(), String> {
             tx.clone(),
             Arc::clone(&metrics),
             config.max_backoff(),
+            fastrand::u64(..),
         ));
     }
     tracing::info!(node, metrics = %config.metrics_addr, coalesce_ms = config.coalesce_ms, "started");
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let handler = |source| AgentError::Start {
+        what: "the signal handlers",
+        source,
+    };
+    let mut term = signal(SignalKind::terminate()).map_err(handler)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(handler)?;
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
@@ -88,17 +102,16 @@ async fn run(config: Config, node: String) -> Result<(), String> {
     Ok(())
 }
 
-fn uninstall() -> ExitCode {
-    match nft_netlink::delete_table() {
-        Ok(()) => {
-            tracing::info!("table inet netfence removed");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot remove table inet netfence");
-            ExitCode::FAILURE
-        }
-    }
+fn uninstall() -> Result<(), AgentError> {
+    nft_netlink::delete_table()?;
+    tracing::info!("table inet netfence removed");
+    Ok(())
+}
+
+/// Logs why the agent stops and turns it into the exit code of its kind.
+fn fail(error: &AgentError) -> ExitCode {
+    tracing::error!(exit_code = error.exit_code(), "{error}");
+    ExitCode::from(error.exit_code())
 }
 
 fn main() -> ExitCode {
@@ -110,12 +123,13 @@ fn main() -> ExitCode {
         }
     };
     if let Err(reason) = config.validate() {
-        eprintln!("netfence-agent: error: {reason}");
-        return ExitCode::from(2);
+        let error = AgentError::Usage(reason);
+        eprintln!("netfence-agent: error: {error}");
+        return ExitCode::from(error.exit_code());
     }
     init_logs(config.log_format);
     if config.uninstall {
-        return uninstall();
+        return uninstall().map_or_else(|e| fail(&e), |()| ExitCode::SUCCESS);
     }
     let node = config.node_name.clone().unwrap_or_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -124,9 +138,11 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("netfence-agent: error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+        Err(source) => {
+            return fail(&AgentError::Start {
+                what: "the runtime",
+                source,
+            })
         }
     };
     match runtime.block_on(run(config, node)) {
@@ -135,9 +151,6 @@ fn main() -> ExitCode {
             runtime.shutdown_background();
             ExitCode::SUCCESS
         }
-        Err(reason) => {
-            tracing::error!("{reason}");
-            ExitCode::FAILURE
-        }
+        Err(error) => fail(&error),
     }
 }

@@ -6,7 +6,7 @@
 //! annotations, is dropped. A watch's first list, and every re-list (after 410 Gone or a
 //! broken watch), is passed on object by object between a start and an end, so the index
 //! can drop what the list no longer names. Errors are
-//! retried with exponential backoff, never by flushing anything.
+//! retried with exponential backoff and jitter ([`Retry`]), never by flushing anything.
 
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
@@ -16,7 +16,6 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::networking::v1 as net;
 use kube::api::{Api, ApiResource, DynamicObject};
-use kube::runtime::utils::{Backoff, StreamBackoff};
 use kube::runtime::watcher::{self, Event};
 use kube::Client;
 use policy_compiler::lower;
@@ -28,36 +27,69 @@ use crate::index::{Change, Key, Kind, Object};
 use crate::metrics::Metrics;
 use crate::writer::Stamped;
 
-/// Exponential backoff between reconnects: 100 ms doubling to `max`, back to the start after
-/// a success.
-#[derive(Debug, Clone)]
-pub struct Reconnect {
-    next: Duration,
-    max: Duration,
+/// The first wait after a failure.
+const FIRST_WAIT: Duration = Duration::from_millis(100);
+
+/// What a watcher's event says about the connection to the API server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A list is about to be requested (kube's `Init`): nothing has succeeded yet.
+    Listing,
+    /// A list completed (`InitDone`) or a watch delivered an event: the server answers.
+    Succeeded,
+    /// An object of a list in progress: says nothing yet about the list.
+    Progress,
+    /// A list or a watch failed.
+    Failed,
 }
 
-impl Reconnect {
-    pub fn new(max: Duration) -> Reconnect {
-        Reconnect {
-            next: Duration::from_millis(100),
+/// Backoff between failed lists and watches: 100 ms doubling to `max`, each wait drawn from
+/// its upper half (jitter, so the agents of a cluster do not retry in step), back to the start
+/// only once the server has answered (a list completed, or a watch delivered an event). A list
+/// that is started and then fails is a failure: the watcher's `Init` comes before its list
+/// request, and resetting on it would retry a failing list every 100 ms forever.
+#[derive(Debug)]
+pub struct Retry {
+    next: Duration,
+    max: Duration,
+    rng: fastrand::Rng,
+}
+
+impl Retry {
+    pub fn new(max: Duration, seed: u64) -> Retry {
+        Retry {
+            next: FIRST_WAIT.min(max),
             max,
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    /// How long to wait before going on after this event, if at all.
+    pub fn observe(&mut self, outcome: Outcome) -> Option<Duration> {
+        match outcome {
+            Outcome::Listing | Outcome::Progress => None,
+            Outcome::Succeeded => {
+                self.next = FIRST_WAIT.min(self.max);
+                None
+            }
+            Outcome::Failed => {
+                let ceiling = self.next;
+                self.next = (self.next * 2).min(self.max);
+                let low = ceiling / 2;
+                let spread = u64::try_from((ceiling - low).as_micros()).unwrap_or(u64::MAX);
+                Some(low + Duration::from_micros(self.rng.u64(0..=spread)))
+            }
         }
     }
 }
 
-impl Iterator for Reconnect {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let now = self.next;
-        self.next = (self.next * 2).min(self.max);
-        Some(now)
-    }
-}
-
-impl Backoff for Reconnect {
-    fn reset(&mut self) {
-        self.next = Duration::from_millis(100);
+/// What an event of the watcher says about the connection.
+fn outcome<K>(event: &Result<Event<K>, watcher::Error>) -> Outcome {
+    match event {
+        Ok(Event::Init) => Outcome::Listing,
+        Ok(Event::InitApply(_)) => Outcome::Progress,
+        Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_)) => Outcome::Succeeded,
+        Err(_) => Outcome::Failed,
     }
 }
 
@@ -156,17 +188,19 @@ fn resource(kind: Kind) -> ApiResource {
     }
 }
 
-/// Watches one kind until the writer is gone.
+/// Watches one kind until the writer is gone. `seed` spreads the retries of this agent's
+/// watches, and of the agents of different nodes, apart.
 pub async fn watch(
     client: Client,
     kind: Kind,
     changes: Sender<Stamped>,
     metrics: Arc<Metrics>,
     max_backoff: Duration,
+    seed: u64,
 ) {
     let api: Api<DynamicObject> = Api::all_with(client, &resource(kind));
-    let stream = watcher::watcher(api, watcher::Config::default());
-    let mut stream = std::pin::pin!(StreamBackoff::new(stream, Reconnect::new(max_backoff)));
+    let mut stream = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));
+    let mut retry = Retry::new(max_backoff, seed);
     let read = |obj: DynamicObject| match convert(kind, obj) {
         Ok((object, notes)) => {
             for note in notes {
@@ -187,6 +221,7 @@ pub async fn watch(
     };
     let mut listed = 0usize;
     while let Some(event) = stream.next().await {
+        let wait = retry.observe(outcome(&event));
         let change = match event {
             Ok(Event::Init) => {
                 tracing::info!(resource = kind.as_str(), "listing");
@@ -207,7 +242,8 @@ pub async fn watch(
                 metrics
                     .watch_errors
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(resource = kind.as_str(), error = %e, "watch failed; the table stays as it is, retrying");
+                let retry_in_ms = wait.map_or(0, |w| w.as_millis());
+                tracing::warn!(resource = kind.as_str(), error = %e, retry_in_ms, "watch failed; the table stays as it is, retrying");
                 None
             }
         };
@@ -220,6 +256,9 @@ pub async fn watch(
             if changes.send(stamped).is_err() {
                 return;
             }
+        }
+        if let Some(wait) = wait {
+            tokio::time::sleep(wait).await;
         }
     }
 }
@@ -294,12 +333,44 @@ mod tests {
         assert_eq!(key_of(Kind::Pod, &unnamed), None);
     }
 
+    /// The waits after `n` failures, each list started before it fails.
+    fn failed_lists(retry: &mut Retry, n: usize) -> Vec<Duration> {
+        (0..n)
+            .map(|_| {
+                assert_eq!(retry.observe(Outcome::Listing), None);
+                retry.observe(Outcome::Failed).expect("a failure waits")
+            })
+            .collect()
+    }
+
     #[test]
-    fn backoff_doubles_to_its_bound_and_resets() {
-        let mut b = Reconnect::new(Duration::from_millis(500));
-        let first: Vec<u128> = b.by_ref().take(5).map(|d| d.as_millis()).collect();
-        assert_eq!(first, vec![100, 200, 400, 500, 500]);
-        b.reset();
-        assert_eq!(b.next(), Some(Duration::from_millis(100)));
+    fn failed_lists_back_off_though_each_starts_anew() {
+        // Regression: the watcher's Init came before each failing list and reset the backoff,
+        // so an unreachable server was asked for lists every 100 ms forever.
+        let mut retry = Retry::new(Duration::from_millis(1600), 7);
+        let waits = failed_lists(&mut retry, 8);
+        let ceilings = [100, 200, 400, 800, 1600, 1600, 1600, 1600];
+        for (wait, ceiling) in waits.iter().zip(ceilings) {
+            let ms = wait.as_secs_f64() * 1000.0;
+            assert!(
+                ms >= f64::from(ceiling) / 2.0 && ms <= f64::from(ceiling),
+                "{waits:?}"
+            );
+        }
+        // Objects of a list in progress do not reset it; a completed list does.
+        assert_eq!(retry.observe(Outcome::Progress), None);
+        assert!(retry.observe(Outcome::Failed).unwrap() >= Duration::from_millis(800));
+        assert_eq!(retry.observe(Outcome::Succeeded), None);
+        assert!(retry.observe(Outcome::Failed).unwrap() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn waits_are_jittered_per_seed() {
+        let waits = |seed| failed_lists(&mut Retry::new(Duration::from_secs(5), seed), 10);
+        let (a, b) = (waits(1), waits(2));
+        assert_ne!(a, b, "two agents do not retry in step");
+        assert_eq!(a, waits(1), "a seed gives one sequence");
+        let distinct: std::collections::BTreeSet<_> = a[6..].iter().collect();
+        assert!(distinct.len() > 1, "waits at the bound still vary: {a:?}");
     }
 }

@@ -163,7 +163,7 @@ fn agent_keeps_the_node_equal_to_the_cluster() {
 
     // Before the first sync: the API server is away, nothing is programmed, not ready.
     api.stop();
-    let mut agent = Agent::start(&world.node_ns, "node-0", &kubeconfig, METRICS, &log);
+    let mut agent = Agent::start(&world.node_ns, "node-0", &kubeconfig, METRICS, &log, 500);
     assert!(
         eventually(CONVERGE, || world.readyz().is_some()),
         "the agent serves its probes"
@@ -396,7 +396,7 @@ fn agent_keeps_the_node_equal_to_the_cluster() {
     ));
     world.stays("agent dead", true, false);
     assert!(agent.log_text().contains("table replaced and verified"));
-    let mut agent = Agent::start(&world.node_ns, "node-0", &kubeconfig, METRICS, &log);
+    let mut agent = Agent::start(&world.node_ns, "node-0", &kubeconfig, METRICS, &log, 500);
     world.expect("agent restarted", false, true);
     assert!(
         agent.log_text().contains("from a previous run stays in place"),

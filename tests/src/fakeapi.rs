@@ -5,8 +5,8 @@
 //! and watches from a resource version (ADDED, MODIFIED and DELETED events as chunked JSON
 //! lines, a BOOKMARK each second a watch is idle when asked for bookmarks). The test changes
 //! objects, drops every open watch, compacts the history so a resumed watch gets the ERROR
-//! event with status 410 (Gone) a real server sends, refuses one resource with 503, and stops
-//! and restarts listening (the API server going away). Each listener lives in a network namespace the test made.
+//! event with status 410 (Gone) a real server sends, refuses a resource with 503 or by closing
+//! its connections unanswered, and stops and restarts listening (the API server going away). Each listener lives in a network namespace the test made.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -49,8 +49,8 @@ struct State {
     /// (plural, "list" or "watch") of every request served.
     requests: Vec<(String, &'static str)>,
     bookmarks: usize,
-    /// Resources whose requests are answered 503, as an overloaded server does.
-    refused: Vec<String>,
+    /// Resources whose requests are refused, and how.
+    refused: Vec<(String, Refusal)>,
 }
 
 struct Shared {
@@ -63,6 +63,17 @@ struct Listener {
     port: u16,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// How requests for a resource are refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `503 Service Unavailable`, as an overloaded server answers (kube's client retries these
+    /// itself, with its own backoff, before the watcher sees an error).
+    Unavailable,
+    /// The connection is closed without an answer, as a crashing server or a load balancer
+    /// with no backend does: the watcher sees the error at once.
+    Reset,
 }
 
 /// The server. Dropping it stops every listener and ends every watch.
@@ -251,10 +262,15 @@ impl FakeApi {
 
     /// Answers every request for `plural` with 503 (or serves it again, with `false`).
     pub fn refuse(&self, plural: &str, refuse: bool) {
+        self.refuse_with(plural, refuse.then_some(Refusal::Unavailable));
+    }
+
+    /// Refuses every request for `plural` this way, or serves it again (`None`).
+    pub fn refuse_with(&self, plural: &str, how: Option<Refusal>) {
         let mut state = self.shared.state.lock().expect("state");
-        state.refused.retain(|p| p != plural);
-        if refuse {
-            state.refused.push(plural.to_string());
+        state.refused.retain(|(p, _)| p != plural);
+        if let Some(how) = how {
+            state.refused.push((plural.to_string(), how));
         }
     }
 
@@ -337,20 +353,27 @@ fn serve(stream: TcpStream, shared: &Shared, stop: &AtomicBool) -> std::io::Resu
         .expect("state")
         .requests
         .push((plural.to_string(), if watching { "watch" } else { "list" }));
-    if shared
+    let refusal = shared
         .state
         .lock()
         .expect("state")
         .refused
         .iter()
-        .any(|p| p == plural)
-    {
-        let busy = status(
-            503,
-            "ServiceUnavailable",
-            &format!("{plural} are not served right now"),
-        );
-        return respond(&mut stream, "503 Service Unavailable", &busy);
+        .find(|(p, _)| p == plural)
+        .map(|(_, how)| *how);
+    match refusal {
+        Some(Refusal::Unavailable) => {
+            let busy = status(
+                503,
+                "ServiceUnavailable",
+                &format!("{plural} are not served right now"),
+            );
+            return respond(&mut stream, "503 Service Unavailable", &busy);
+        }
+        Some(Refusal::Reset) => {
+            return stream.shutdown(std::net::Shutdown::Both);
+        }
+        None => {}
     }
     if !watching {
         let state = shared.state.lock().expect("state");

@@ -44,6 +44,7 @@ impl Agent {
         kubeconfig: &std::path::Path,
         metrics_port: u16,
         log: &std::path::Path,
+        max_backoff_ms: u64,
     ) -> Agent {
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -58,7 +59,7 @@ impl Agent {
                 "--coalesce-ms",
                 "5",
                 "--max-backoff-ms",
-                "500",
+                &max_backoff_ms.to_string(),
             ])
             .arg("--kubeconfig")
             .arg(kubeconfig)
