@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use netfence_cli::sandbox::lab::{run_prefix, Lab};
+use netfence_cli::sandbox::lab::{owner_pid, run_prefix, Lab};
 use netfence_cli::sandbox::run;
 use netfence_tests::fixture;
 use netfence_tests::netns::require_root_and_nft;
@@ -31,7 +31,7 @@ fn sandbox_namespaces(pid: u32) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(&format!("nfsb{pid}")))
+        .filter(|n| owner_pid(n) == Some(pid))
         .map(str::to_string)
         .collect()
 }
@@ -146,6 +146,82 @@ fn interrupted_runs_leave_nothing_behind() {
         "{:?}",
         sandbox_namespaces(pid)
     );
+}
+
+/// Sends `signal` to a sandbox run.
+fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("signal");
+}
+
+/// Regression: an interrupted run removed every namespace whose name began with `nfsb<pid>`
+/// (run 32212 removed run 322120's), and `--cleanup` removed the namespaces of runs still in
+/// progress. Two runs at once: cleanup leaves both, an interrupted one removes its own only,
+/// and the other completes and agrees with the compiler.
+#[test]
+fn two_sandboxes_at_once_each_remove_only_their_own() {
+    use nix::sys::signal::Signal;
+    require_root_and_nft();
+    let _turn = turn();
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/demo");
+    let spawn = || {
+        Command::new(NETFENCE)
+            .args(["sandbox", demo.to_str().unwrap(), "--check"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("runs")
+    };
+    let (first, second) = (spawn(), spawn());
+    // Freeze each run while it builds, so both are in progress at once.
+    for run in [&first, &second] {
+        let pid = run.id();
+        assert!(
+            (0..400).any(|_| {
+                std::thread::sleep(Duration::from_millis(5));
+                sandbox_namespaces(pid).len() > 2
+            }),
+            "run {pid} made namespaces"
+        );
+        signal(pid, Signal::SIGSTOP);
+    }
+    let (a, b) = (first.id(), second.id());
+    let (before_a, before_b) = (sandbox_namespaces(a), sandbox_namespaces(b));
+
+    let cleanup = Command::new(NETFENCE)
+        .args(["sandbox", "--cleanup"])
+        .output()
+        .expect("runs");
+    let said = String::from_utf8_lossy(&cleanup.stdout);
+    for pid in [a, b] {
+        assert!(
+            said.contains(&format!("sandbox run {pid}: it is still running")),
+            "{said}"
+        );
+    }
+    assert_eq!(
+        sandbox_namespaces(a),
+        before_a,
+        "cleanup leaves a running sandbox"
+    );
+    assert_eq!(
+        sandbox_namespaces(b),
+        before_b,
+        "cleanup leaves a running sandbox"
+    );
+
+    signal(a, Signal::SIGCONT);
+    signal(a, Signal::SIGINT);
+    let interrupted = first.wait_with_output().expect("exits");
+    assert_eq!(interrupted.status.code(), Some(130), "exits as interrupted");
+    assert!(sandbox_namespaces(a).is_empty(), "{:?}", sandbox_namespaces(a));
+    assert_eq!(sandbox_namespaces(b), before_b, "the other run's namespaces stay");
+
+    signal(b, Signal::SIGCONT);
+    let done = second.wait_with_output().expect("exits");
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("agree on every probe"), "{stderr}");
+    assert!(sandbox_namespaces(b).is_empty());
 }
 
 #[test]

@@ -345,3 +345,18 @@ impl Lab {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::owner_pid;
+
+    #[test]
+    fn a_namespace_belongs_to_the_pid_before_its_separator() {
+        assert_eq!(owner_pid("nfsb32212-ul"), Some(32212));
+        assert_eq!(owner_pid("nfsb322120-ul"), Some(322120));
+        assert_eq!(owner_pid("nfsb32212-o-p3"), Some(32212));
+        for other in ["nfsb-ul", "nfsbx1-ul", "nfsb32212", "nf32212-ul", "nfsb3221a-ul"] {
+            assert_eq!(owner_pid(other), None, "{other}");
+        }
+    }
+}
