@@ -3,10 +3,10 @@
 
 #![forbid(unsafe_code)]
 
+mod cluster;
 mod config;
 mod error;
 mod http;
-mod index;
 mod metrics;
 mod watch;
 mod writer;
@@ -22,7 +22,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use config::{Config, LogFormat};
 use error::AgentError;
 
-use index::Kind;
+use cluster::Kind;
 use metrics::Metrics;
 
 fn init_logs(format: LogFormat) {

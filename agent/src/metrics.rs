@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::index::Kind;
+use crate::cluster::Kind;
 
 /// A histogram of durations with fixed bucket bounds, in seconds.
 #[derive(Debug)]

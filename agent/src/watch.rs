@@ -4,7 +4,7 @@
 //! skipped instead of failing the list it came in. Each is lowered at once into the compiler's
 //! model (the few fields policy needs); the API object, with its managed fields and
 //! annotations, is dropped. A watch's first list, and every re-list (after 410 Gone or a
-//! broken watch), is passed on object by object between a start and an end, so the index
+//! broken watch), is passed on object by object between a start and an end, so the cluster state
 //! can drop what the list no longer names. Errors are
 //! retried with exponential backoff and jitter ([`Retry`]), never by flushing anything.
 
@@ -23,7 +23,7 @@ use policy_compiler::model::{Directions, Policy, PolicyBody};
 use policy_compiler::selector::Selector;
 use policy_compiler::ObjectKey;
 
-use crate::index::{Change, Key, Kind, Object};
+use crate::cluster::{Change, Key, Kind, Object};
 use crate::metrics::Metrics;
 use crate::writer::Stamped;
 

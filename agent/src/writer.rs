@@ -1,9 +1,9 @@
 //! The single writer: the only code of the agent that touches netfilter.
 //!
-//! A thread of its own owns the index and one netlink session. It waits for a change, gathers
+//! A thread of its own owns the cluster state and one netlink session. It waits for a change, gathers
 //! the burst that follows for at most the coalescing delay (counted from when it takes the
 //! burst's first change, and ending then even if more are queued, so neither a steady stream
-//! nor a flood postpones programming), applying each change to the index as it comes, and,
+//! nor a flood postpones programming), applying each change to the cluster state as it comes, and,
 //! once every watch has synced, sends the difference between the new table and
 //! the applied one as one transaction. The first transaction after start replaces whatever
 //! table a previous agent left (kept in place until then: fail static). A refused transaction
@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use nft_backend::build::build;
 use nft_backend::nft::Table;
-use nft_netlink::{NetlinkError, Session};
+use nft_netlink::{ApplyReport, NetlinkError, Session};
 
-use crate::index::{Change, Index};
+use crate::cluster::{Change, Cluster};
 use crate::metrics::Metrics;
 
 /// A change and when its watch event arrived.
@@ -35,7 +35,7 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 struct Writer {
-    index: Index,
+    cluster: Cluster,
     session: Option<Session>,
     metrics: Arc<Metrics>,
     /// What the kernel holds of our table, as far as we applied it; `None` until the first
@@ -53,7 +53,7 @@ struct Writer {
 /// Runs the writer until the channel closes.
 pub fn run(node: &str, changes: Receiver<Stamped>, coalesce: Duration, metrics: Arc<Metrics>) {
     let mut w = Writer {
-        index: Index::new(node),
+        cluster: Cluster::new(node),
         session: None,
         metrics,
         applied: None,
@@ -110,7 +110,7 @@ impl Writer {
     fn take(&mut self, stamped: Stamped) {
         // A change that changes nothing the compiler reads (a status update) is not waited
         // for, and alone does not make the writer build the table.
-        if self.index.apply(stamped.change) {
+        if self.cluster.apply(stamped.change) {
             self.dirty = true;
             self.waiting.push(stamped.received);
         }
@@ -148,22 +148,22 @@ impl Writer {
     }
 
     fn program(&mut self) {
-        if !self.index.is_synced() || self.index.is_listing() {
+        if !self.cluster.is_synced() || self.cluster.is_listing() {
             // A due retry waits for the list to complete (its end is a change, which programs).
             self.retry = self.retry.map(|(_, backoff)| (Instant::now() + backoff, backoff));
             return;
         }
         if !self.metrics.synced.swap(true, Ordering::Relaxed) {
             tracing::info!(
-                pods = self.index.count(crate::index::Kind::Pod),
-                policies = self.index.count(crate::index::Kind::Policy),
-                namespaces = self.index.count(crate::index::Kind::Namespace),
-                nodes = self.index.count(crate::index::Kind::Node),
+                pods = self.cluster.count(crate::cluster::Kind::Pod),
+                policies = self.cluster.count(crate::cluster::Kind::Policy),
+                namespaces = self.cluster.count(crate::cluster::Kind::Namespace),
+                nodes = self.cluster.count(crate::cluster::Kind::Node),
                 "every watch has synced"
             );
         }
         let start = Instant::now();
-        let mut table = build(self.index.ruleset());
+        let mut table = build(self.cluster.ruleset());
         let full = self.applied.is_none();
         let result = match self.applied.take() {
             None => self
@@ -172,72 +172,78 @@ impl Writer {
             Some(old) => self.session().and_then(|s| s.apply_diff(&old, &mut table)),
         };
         match result {
-            Ok(report) => {
-                let now = Instant::now();
-                self.metrics.apply_duration.observe(now - start);
-                // The first apply enforces the initial lists: not events, so not latencies.
-                let started = self.metrics.generation.load(Ordering::Relaxed) > 0;
-                for received in self.waiting.drain(..) {
-                    if started {
-                        self.metrics.event_to_enforced.observe(now - received);
-                    }
-                }
-                if report.n_messages > 0 {
-                    let counter = if full {
-                        &self.metrics.applies_full
-                    } else {
-                        &self.metrics.applies_diff
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    let generation = self.metrics.generation.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::debug!(
-                        generation,
-                        full,
-                        messages = report.n_messages,
-                        elements = report.n_elements,
-                        micros = report.elapsed.as_micros() as u64,
-                        "applied"
-                    );
-                }
-                self.metrics
-                    .elements
-                    .store(table.n_elements() as u64, Ordering::Relaxed);
-                let rules: usize = table.chains.iter().map(|c| c.rules.len()).sum();
-                self.metrics.rules.store(rules as u64, Ordering::Relaxed);
-                if full {
-                    tracing::info!(
-                        elements = table.n_elements(),
-                        rules,
-                        "table replaced and verified"
-                    );
-                    self.metrics.ready.store(true, Ordering::Relaxed);
-                } else if report.n_messages > 0 {
-                    self.unverified = true;
-                }
-                self.applied = Some(table);
-                self.retry = None;
-                self.dirty = false;
-            }
-            Err(e) => {
-                self.metrics.apply_failures.fetch_add(1, Ordering::Relaxed);
-                self.metrics.ready.store(false, Ordering::Relaxed);
-                let backoff = self.retry.map_or(RETRY_FIRST, |(_, b)| (b * 2).min(RETRY_MAX));
-                tracing::error!(
-                    error = %e,
-                    retry_in_ms = backoff.as_millis() as u64,
-                    "transaction failed; the previous table stays in the kernel"
-                );
-                if !e.is_retryable() {
-                    // A fresh socket next time: the old one may be in any state.
-                    self.session = None;
-                }
-                self.retry = Some((Instant::now() + backoff, backoff));
-            }
+            Ok(report) => self.applied(table, full, &report, start),
+            Err(e) => self.failed(&e),
         }
     }
 
-    /// Reads the table back after incremental applies; a difference means someone else changed
-    /// it, so the next apply replaces it whole.
+    /// After a committed transaction: latencies, counters, readiness, and `table` as what the
+    /// kernel now holds.
+    fn applied(&mut self, table: Table, full: bool, report: &ApplyReport, start: Instant) {
+        let now = Instant::now();
+        self.metrics.apply_duration.observe(now - start);
+        // The first apply enforces the initial lists: not events, so not latencies.
+        let started = self.metrics.generation.load(Ordering::Relaxed) > 0;
+        for received in self.waiting.drain(..) {
+            if started {
+                self.metrics.event_to_enforced.observe(now - received);
+            }
+        }
+        if report.n_messages > 0 {
+            let counter = if full {
+                &self.metrics.applies_full
+            } else {
+                &self.metrics.applies_diff
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            let generation = self.metrics.generation.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::debug!(
+                generation,
+                full,
+                messages = report.n_messages,
+                elements = report.n_elements,
+                micros = report.elapsed.as_micros() as u64,
+                "applied"
+            );
+        }
+        self.metrics
+            .elements
+            .store(table.n_elements() as u64, Ordering::Relaxed);
+        let rules: usize = table.chains.iter().map(|c| c.rules.len()).sum();
+        self.metrics.rules.store(rules as u64, Ordering::Relaxed);
+        if full {
+            tracing::info!(
+                elements = table.n_elements(),
+                rules,
+                "table replaced and verified"
+            );
+            self.metrics.ready.store(true, Ordering::Relaxed);
+        } else if report.n_messages > 0 {
+            self.unverified = true;
+        }
+        self.applied = Some(table);
+        self.retry = None;
+        self.dirty = false;
+    }
+
+    /// After a refused or failed transaction: the previous table stays; retry with backoff,
+    /// as a full replace.
+    fn failed(&mut self, e: &NetlinkError) {
+        self.metrics.apply_failures.fetch_add(1, Ordering::Relaxed);
+        self.metrics.ready.store(false, Ordering::Relaxed);
+        let backoff = self.retry.map_or(RETRY_FIRST, |(_, b)| (b * 2).min(RETRY_MAX));
+        tracing::error!(
+            error = %e,
+            retry_in_ms = backoff.as_millis() as u64,
+            "transaction failed; the previous table stays in the kernel"
+        );
+        if !e.is_retryable() {
+            // A fresh socket next time: the old one may be in any state.
+            self.session = None;
+        }
+        self.retry = Some((Instant::now() + backoff, backoff));
+    }
+
     fn verify(&mut self) {
         let Some(table) = self.applied.take() else {
             self.unverified = false;

@@ -1,8 +1,10 @@
 //! Datapath benchmark (needs root): new TCP connections per second and request/response
 //! latency between a client and a server namespace routed through a node namespace, with the
 //! node holding (a) no table, (b) only a conntrack fast path, (c) netfence's table for a cluster
-//! of 100k pods and 10k policies in which client and server are pods of that node, and (d) an
-//! iptables-style linear chain of the same allowances for the measured flow.
+//! of 100k pods and 10k policies in which client and server are pods of that node, (d) an
+//! iptables-style linear chain of the same allowances for the measured flow, and (e) netfence's
+//! table for one policy of 300 peers and 300 ports that admits the client (rules that look
+//! peers and ports up in sets, not their cross product).
 //!
 //! Run: `cargo bench -p netfence-cli --bench datapath`.
 
@@ -264,18 +266,25 @@ fn main() {
     // and the goal is checked on the median of each round's ratio (runs seconds apart).
     // The same table with its sets declared without a size (the kernel's resizable hash, as
     // before sets were sized), in the same rounds: what sizing costs or saves per packet.
+    let wide_yaml = synth::wide_policy_yaml(300, 300, SERVER, CLIENT, PORT);
+    let wide_input = netfence_cli::input::load_str("wide.yaml", &wide_yaml).expect("the wide policy loads");
+    let wide = build(&policy_compiler::compile(&wide_input.snapshot, "node-0").0);
     let mut no_sizes = table.clone();
     for set in &mut no_sizes.sets {
         set.size = None;
     }
-    let (mut fast, mut ours, mut resizable) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut fast, mut ours, mut resizable, mut wide_runs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         in_netns(&t.router.name, nft_netlink::delete_table)
             .expect("ns")
             .expect("delete");
         t.router.ok("nft", &["-f", &path]);
         fast.push(measure(&t));
-        for (table, runs) in [(&table, &mut ours), (&no_sizes, &mut resizable)] {
+        for (table, runs) in [
+            (&table, &mut ours),
+            (&no_sizes, &mut resizable),
+            (&wide, &mut wide_runs),
+        ] {
             let table = table.clone();
             in_netns(&t.router.name, move || nft_netlink::apply_full(&table))
                 .expect("ns")
@@ -286,9 +295,14 @@ fn main() {
     std::fs::remove_file(&path).expect("removed");
     let round_ratios: Vec<f64> = ours.iter().zip(&fast).map(|(o, f)| o.0 / f.0).collect();
     let sizing_ratios: Vec<f64> = ours.iter().zip(&resizable).map(|(o, r)| o.0 / r.0).collect();
+    let wide_ratios: Vec<f64> = wide_runs.iter().zip(&fast).map(|(w, f)| w.0 / f.0).collect();
     rows.push(("conntrack fast path only", median_run(fast)));
     rows.push(("netfence (this table)", median_run(ours)));
     rows.push(("netfence, sets without a size", median_run(resizable)));
+    rows.push((
+        "netfence, one policy of 300 peers x 300 ports",
+        median_run(wide_runs),
+    ));
     in_netns(&t.router.name, nft_netlink::delete_table)
         .expect("ns")
         .expect("delete");
@@ -312,13 +326,19 @@ fn main() {
     }
     let mut goals = Goals::new();
     println!(
-        "Per round, netfence / conntrack-only: {}; sized / unsized sets: {}.",
+        "Per round, netfence / conntrack-only: {}; sized / unsized sets: {}; 300x300 policy / conntrack-only: {}.",
         list(&round_ratios),
-        list(&sizing_ratios)
+        list(&sizing_ratios),
+        list(&wide_ratios)
     );
     goals.at_least(
         "new connections/s, netfence table / conntrack fast path only, median of rounds",
         median(round_ratios),
+        0.95,
+    );
+    goals.at_least(
+        "new connections/s, the 300-peer x 300-port policy's table / conntrack fast path only, median of rounds",
+        median(wide_ratios),
         0.95,
     );
     goals.finish();

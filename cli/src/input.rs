@@ -358,70 +358,55 @@ fn add_value(
 }
 
 /// Gives pods without `status.podIPs` deterministic addresses: 10.244.N.0/24 for the N-th node
-/// in order of appearance, and fd00:10:244:N::/64 too when the cluster is dual-stack (SPEC 1).
-fn assign_addresses(
-    pods: &mut [k8s_core::Pod],
-    nodes: &[k8s_core::Node],
-    notes: &mut Vec<String>,
-) -> Result<(), InputError> {
-    let ips_of = |p: &k8s_core::Pod| -> Vec<String> {
-        let status = p.status.as_ref();
-        let mut ips: Vec<String> = status
-            .and_then(|s| s.pod_ips.as_ref())
-            .into_iter()
-            .flatten()
-            .map(|ip| ip.ip.clone())
-            .collect();
-        ips.extend(status.and_then(|s| s.pod_ip.clone()));
-        ips
-    };
-    let mut used: BTreeSet<IpAddr> = pods
-        .iter()
-        .flat_map(ips_of)
-        .filter_map(|ip| ip.parse().ok())
+/// (in order of appearance) that has such pods, and fd00:10:244:N::/64 too when the cluster is dual-stack (SPEC 1).
+/// The addresses a pod's status lists (`podIPs`, and `podIP`).
+fn pod_ips(p: &k8s_core::Pod) -> Vec<String> {
+    let status = p.status.as_ref();
+    let mut ips: Vec<String> = status
+        .and_then(|s| s.pod_ips.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|ip| ip.ip.clone())
         .collect();
-    let dual_stack = used.iter().any(IpAddr::is_ipv6)
-        || nodes
-            .iter()
-            .flat_map(|n| n.spec.iter().flat_map(|s| s.pod_cidrs.iter().flatten()))
-            .any(|c| c.contains(':'));
-    let mut node_index: BTreeMap<String, u8> = BTreeMap::new();
-    let mut next_host: BTreeMap<String, u16> = BTreeMap::new();
-    for pod in pods.iter_mut() {
-        let node = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| lower::DEFAULT_NODE.to_string());
-        let name = format!(
-            "{}/{}",
-            pod.metadata.namespace.as_deref().unwrap_or("default"),
-            pod.metadata.name.as_deref().unwrap_or("<unnamed>")
-        );
-        if pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.as_deref())
-            .is_none_or(str::is_empty)
-        {
+    ips.extend(status.and_then(|s| s.pod_ip.clone()));
+    ips
+}
+
+/// The pod's node: `spec.nodeName`, or the default node (said in a note).
+fn node_of(pod: &k8s_core::Pod, name: &str, notes: &mut Vec<String>) -> String {
+    match pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+        Some(node) if !node.is_empty() => node,
+        _ => {
             notes.push(format!(
                 "pod {name}: no spec.nodeName, placed on {}",
                 lower::DEFAULT_NODE
             ));
+            lower::DEFAULT_NODE.to_string()
         }
-        let count = node_index.len();
-        if !node_index.contains_key(&node) && count >= 255 {
+    }
+}
+
+/// Hands out addresses to pods without any: per node, in order of appearance, a /24 of
+/// 10.244.0.0/16 (and a /64 of fd00:10:244::/48 when the cluster is dual-stack), skipping
+/// addresses some pod already has. Only nodes with such pods take a /24.
+struct Allocator {
+    used: BTreeSet<IpAddr>,
+    dual_stack: bool,
+    node_index: BTreeMap<String, u8>,
+    next_host: BTreeMap<String, u16>,
+}
+
+impl Allocator {
+    fn assign(&mut self, node: &str) -> Result<Vec<IpAddr>, InputError> {
+        let count = self.node_index.len();
+        if !self.node_index.contains_key(node) && count >= 255 {
             return Err(InputError::Addressing(
-                "pods are spread over more than 255 nodes".to_string(),
+                "pods without addresses are spread over more than 255 nodes; give them status.podIPs"
+                    .to_string(),
             ));
         }
-        let index = *node_index.entry(node.clone()).or_insert(count as u8);
-        let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
-        if host_network || !ips_of(pod).is_empty() {
-            continue;
-        }
-        let host = next_host.entry(node.clone()).or_insert(2);
+        let index = *self.node_index.entry(node.to_string()).or_insert(count as u8);
+        let host = self.next_host.entry(node.to_string()).or_insert(2);
         let v4 = loop {
             if *host > 254 {
                 return Err(InputError::Addressing(format!(
@@ -430,39 +415,71 @@ fn assign_addresses(
             }
             let candidate = IpAddr::V4(Ipv4Addr::new(10, 244, index, *host as u8));
             *host += 1;
-            if used.insert(candidate) {
+            if self.used.insert(candidate) {
                 break candidate;
             }
         };
         let mut ips = vec![v4];
-        if dual_stack {
-            let v6 = IpAddr::V6(Ipv6Addr::new(
-                0xfd00,
-                0x10,
-                0x244,
-                u16::from(index),
-                0,
-                0,
-                0,
-                *host - 1,
-            ));
-            if used.insert(v6) {
-                ips.push(v6);
+        if self.dual_stack {
+            let v6 = Ipv6Addr::new(0xfd00, 0x10, 0x244, u16::from(index), 0, 0, 0, *host - 1);
+            if self.used.insert(IpAddr::V6(v6)) {
+                ips.push(IpAddr::V6(v6));
             }
         }
-        let texts: Vec<String> = ips.iter().map(ToString::to_string).collect();
+        Ok(ips)
+    }
+}
+
+/// Writes the addresses into the pod's status, as the API server would have.
+fn set_pod_ips(pod: &mut k8s_core::Pod, texts: &[String]) {
+    let status = pod.status.get_or_insert_with(Default::default);
+    status.pod_ips = Some(
+        texts
+            .iter()
+            .map(|ip| k8s_core::PodIP { ip: ip.clone() })
+            .collect(),
+    );
+    status.pod_ip = texts.first().cloned();
+}
+
+fn assign_addresses(
+    pods: &mut [k8s_core::Pod],
+    nodes: &[k8s_core::Node],
+    notes: &mut Vec<String>,
+) -> Result<(), InputError> {
+    let used: BTreeSet<IpAddr> = pods
+        .iter()
+        .flat_map(pod_ips)
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    let dual_stack = used.iter().any(IpAddr::is_ipv6)
+        || nodes
+            .iter()
+            .flat_map(|n| n.spec.iter().flat_map(|s| s.pod_cidrs.iter().flatten()))
+            .any(|c| c.contains(':'));
+    let mut allocator = Allocator {
+        used,
+        dual_stack,
+        node_index: BTreeMap::new(),
+        next_host: BTreeMap::new(),
+    };
+    for pod in pods.iter_mut() {
+        let name = format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+            pod.metadata.name.as_deref().unwrap_or("<unnamed>")
+        );
+        let node = node_of(pod, &name, notes);
+        let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+        if host_network || !pod_ips(pod).is_empty() {
+            continue;
+        }
+        let texts: Vec<String> = allocator.assign(&node)?.iter().map(ToString::to_string).collect();
         notes.push(format!(
             "pod {name}: no status.podIPs, assigned {}",
             texts.join(", ")
         ));
-        let status = pod.status.get_or_insert_with(Default::default);
-        status.pod_ips = Some(
-            texts
-                .iter()
-                .map(|ip| k8s_core::PodIP { ip: ip.clone() })
-                .collect(),
-        );
-        status.pod_ip = Some(texts[0].clone());
+        set_pod_ips(pod, &texts);
     }
     Ok(())
 }

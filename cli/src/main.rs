@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod cmd;
+mod error;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,12 +16,13 @@ use std::collections::BTreeMap;
 use policy_compiler::{compile_all_reporting, Protocol, Ruleset};
 
 #[cfg(feature = "kernel")]
-use cmd::apply::{netlink_exit, ApplyArgs};
+use cmd::apply::ApplyArgs;
 use cmd::compile::CompileArgs;
 use cmd::explain::ExplainArgs;
 use cmd::matrix::MatrixArgs;
 #[cfg(feature = "kernel")]
 use cmd::sandbox::SandboxArgs;
+use error::CliError;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -84,29 +86,26 @@ pub enum OutputFormat {
     Json,
 }
 
-pub fn load(paths: &[PathBuf], allow_invalid: bool) -> Result<Input, ExitCode> {
-    match input::load(paths) {
-        Ok(input) => {
-            for note in &input.notes {
-                eprintln!("netfence: {note}");
-            }
-            if !allow_invalid && !input.diagnostics.is_empty() {
-                for d in &input.diagnostics {
-                    eprintln!("netfence: error: {}", input.locate(d));
-                }
-                eprintln!("netfence: the input has invalid objects; nothing was done (--allow-invalid goes on as the agent would)");
-                return Err(ExitCode::from(2));
-            }
-            for d in &input.diagnostics {
-                eprintln!("netfence: warning: {}", input.locate(d));
-            }
-            Ok(input)
-        }
-        Err(e) => {
-            eprintln!("netfence: error: {e}");
-            Err(ExitCode::from(2))
-        }
+/// Reads the input, printing its notes, and its diagnostics as errors (they stop the command)
+/// or, with `--allow-invalid`, as warnings.
+pub fn load(paths: &[PathBuf], allow_invalid: bool) -> Result<Input, CliError> {
+    let input = input::load(paths).map_err(|e| CliError::Input(e.to_string()))?;
+    for note in &input.notes {
+        eprintln!("netfence: {note}");
     }
+    if !allow_invalid && !input.diagnostics.is_empty() {
+        for d in &input.diagnostics {
+            eprintln!("netfence: error: {}", input.locate(d));
+        }
+        return Err(CliError::Input(
+            "the input has invalid objects; nothing was done (--allow-invalid goes on as the agent would)"
+                .to_string(),
+        ));
+    }
+    for d in &input.diagnostics {
+        eprintln!("netfence: warning: {}", input.locate(d));
+    }
+    Ok(input)
 }
 
 /// Compiles every node, printing the compiler's diagnostics as warnings.
@@ -135,7 +134,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    match &cli.command {
+    let result = match &cli.command {
         Command::Matrix(args) => cmd::matrix::run_matrix(args, cli.allow_invalid),
         Command::Compile(args) => cmd::compile::run_compile(args, cli.allow_invalid),
         #[cfg(feature = "kernel")]
@@ -144,15 +143,15 @@ fn main() -> ExitCode {
         #[cfg(feature = "kernel")]
         Command::Sandbox(args) => cmd::sandbox::run_sandbox(args, cli.allow_invalid),
         #[cfg(feature = "kernel")]
-        Command::Remove => match nft_netlink::delete_table() {
-            Ok(()) => {
-                println!("removed table inet netfence");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("netfence: error: {e}");
-                netlink_exit(&e)
-            }
-        },
+        Command::Remove => nft_netlink::delete_table()
+            .map(|()| println!("removed table inet netfence"))
+            .map_err(CliError::from),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("netfence: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }

@@ -148,153 +148,169 @@ fn ip_proto(p: Protocol) -> u8 {
 const ND_TYPES: [u8; 5] = [133, 134, 135, 136, 137];
 const ND_SET: &str = "__set%d";
 
-pub(super) fn rule_message(chain: &str, rule: &Rule, ids: &mut Ids) -> Result<Vec<Message>, NetlinkError> {
+/// The rule's allocation, in `chain` of the table.
+fn new_rule(chain: &str) -> Result<NonNull<sys::nftnl_rule>, NetlinkError> {
     let table = CString::new(TABLE).expect("constant name");
     let chain_c = cstring(chain)?;
-    let mut extra = Vec::new();
     // SAFETY: fresh allocation checked for NULL; setters copy their arguments.
-    let r = unsafe {
+    Ok(unsafe {
         let r = NonNull::new(sys::nftnl_rule_alloc()).expect("libnftnl allocation");
         sys::nftnl_rule_set_str(r.as_ptr(), sys::NFTNL_RULE_TABLE as u16, table.as_ptr());
         sys::nftnl_rule_set_str(r.as_ptr(), sys::NFTNL_RULE_CHAIN as u16, chain_c.as_ptr());
         sys::nftnl_rule_set_u32(r.as_ptr(), sys::NFTNL_RULE_FAMILY as u16, u32::from(NFPROTO_INET));
         r
-    };
+    })
+}
+
+/// The messages of one rule: its anonymous sets first (if any), then the rule.
+pub(super) fn rule_message(chain: &str, rule: &Rule, ids: &mut Ids) -> Result<Vec<Message>, NetlinkError> {
+    let r = new_rule(chain)?;
     let mut b = RuleBuilder { rule: r };
+    let mut out = Vec::new();
     for m in &rule.matches {
+        out.extend(b.condition(m, chain, ids)?);
+    }
+    b.outcome(&rule.verdict, ids)?;
+    if let Some(comment) = &rule.comment {
+        b.comment(comment)?;
+    }
+    out.push(Message::new(
+        libc::NFT_MSG_NEWRULE,
+        Obj::Rule(r),
+        format!("a rule of chain {chain}"),
+    ));
+    Ok(out)
+}
+
+impl RuleBuilder {
+    /// One match; returns the messages of an anonymous set it needs.
+    fn condition(&mut self, m: &Match, chain: &str, ids: &mut Ids) -> Result<Vec<Message>, NetlinkError> {
         match m {
-            Match::EstablishedOrRelated => {
-                b.expr(
-                    "ct",
-                    &[
-                        (attr(sys::NFTNL_EXPR_CT_KEY), u(libc::NFT_CT_STATE)),
-                        (attr(sys::NFTNL_EXPR_CT_DREG), u(libc::NFT_REG_1)),
-                    ],
-                );
-                // Conntrack state bits: established is 1 << 1, related 1 << 2.
-                let mask: u32 = (1 << 1) | (1 << 2);
-                b.expr(
-                    "bitwise",
-                    &[
-                        (attr(sys::NFTNL_EXPR_BITWISE_SREG), u(libc::NFT_REG_1)),
-                        (attr(sys::NFTNL_EXPR_BITWISE_DREG), u(libc::NFT_REG_1)),
-                        (attr(sys::NFTNL_EXPR_BITWISE_LEN), ExprValue::U32(4)),
-                        (
-                            attr(sys::NFTNL_EXPR_BITWISE_MASK),
-                            ExprValue::Bytes(mask.to_ne_bytes().to_vec()),
-                        ),
-                        (attr(sys::NFTNL_EXPR_BITWISE_XOR), ExprValue::Bytes(vec![0; 4])),
-                    ],
-                );
-                b.cmp(libc::NFT_CMP_NEQ, vec![0; 4]);
-            }
-            Match::NeighbourDiscovery => {
-                b.nfproto(Family::V6);
-                b.l4proto(libc::IPPROTO_ICMPV6 as u8);
-                b.payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1, libc::NFT_REG_1);
-                let name = format!("{ND_SET}-{chain}");
-                let id = ids.id(&name);
-                let s = new_set(
-                    &cstring(ND_SET)?,
-                    id,
-                    TYPE_ICMP6_TYPE,
-                    1,
-                    (libc::NFT_SET_ANONYMOUS | libc::NFT_SET_CONSTANT) as u32,
-                );
-                // SAFETY: the set is live; nft sizes anonymous constant sets by their elements.
-                unsafe {
-                    sys::nftnl_set_set_u32(s.as_ptr(), sys::NFTNL_SET_DESC_SIZE as u16, ND_TYPES.len() as u32)
-                };
-                let elems = new_set(
-                    &cstring(ND_SET)?,
-                    id,
-                    TYPE_ICMP6_TYPE,
-                    1,
-                    (libc::NFT_SET_ANONYMOUS | libc::NFT_SET_CONSTANT) as u32,
-                );
-                for t in ND_TYPES {
-                    add_element(
-                        elems,
-                        &Element {
-                            key: vec![t],
-                            interval_end: false,
-                            jump: None,
-                        },
-                    );
-                }
-                let what = format!("neighbour discovery set of chain {chain}");
-                extra.push(Message::new(libc::NFT_MSG_NEWSET, Obj::Set(s), what.clone()));
-                extra.push(Message::new(libc::NFT_MSG_NEWSETELEM, Obj::Elements(elems), what));
-                b.lookup(ND_SET, id, None)?;
-            }
+            Match::EstablishedOrRelated => self.established_or_related(),
+            Match::NeighbourDiscovery => return self.neighbour_discovery(chain, ids),
             Match::AddrIn { family, addr, set } => {
-                b.nfproto(*family);
-                b.addr(*family, *addr, libc::NFT_REG_1);
-                let id = ids.id(set);
-                b.lookup(set, id, None)?;
+                self.nfproto(*family);
+                self.addr(*family, *addr, libc::NFT_REG_1);
+                self.lookup(set, ids.id(set), None)?;
             }
-            Match::Protocol(p) => b.l4proto(ip_proto(*p)),
+            Match::Protocol(p) => self.l4proto(ip_proto(*p)),
             Match::PortRange {
                 protocol,
                 first,
                 last,
             } => {
-                b.l4proto(ip_proto(*protocol));
-                b.payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, libc::NFT_REG_1);
+                self.l4proto(ip_proto(*protocol));
+                self.payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, libc::NFT_REG_1);
                 if first == last {
-                    b.cmp(libc::NFT_CMP_EQ, first.to_be_bytes().to_vec());
+                    self.cmp(libc::NFT_CMP_EQ, first.to_be_bytes().to_vec());
                 } else {
-                    b.cmp(libc::NFT_CMP_GTE, first.to_be_bytes().to_vec());
-                    b.cmp(libc::NFT_CMP_LTE, last.to_be_bytes().to_vec());
+                    self.cmp(libc::NFT_CMP_GTE, first.to_be_bytes().to_vec());
+                    self.cmp(libc::NFT_CMP_LTE, last.to_be_bytes().to_vec());
                 }
             }
             Match::PortIn { protocol, set } => {
-                b.l4proto(ip_proto(*protocol));
-                b.payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, libc::NFT_REG_1);
-                let id = ids.id(set);
-                b.lookup(set, id, None)?;
+                self.l4proto(ip_proto(*protocol));
+                self.payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, libc::NFT_REG_1);
+                self.lookup(set, ids.id(set), None)?;
             }
             Match::DaddrPortIn {
                 family,
                 protocol,
                 set,
             } => {
-                b.nfproto(*family);
-                b.l4proto(ip_proto(*protocol));
+                self.nfproto(*family);
+                self.l4proto(ip_proto(*protocol));
                 let port_reg = match family {
                     Family::V4 => libc::NFT_REG32_01,
                     Family::V6 => libc::NFT_REG32_04,
                 };
-                b.addr(*family, Addr::Daddr, libc::NFT_REG_1);
-                b.payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, port_reg);
-                let id = ids.id(set);
-                b.lookup(set, id, None)?;
+                self.addr(*family, Addr::Daddr, libc::NFT_REG_1);
+                self.payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, port_reg);
+                self.lookup(set, ids.id(set), None)?;
+            }
+        }
+        Ok(vec![])
+    }
+
+    /// `ct state established,related`.
+    fn established_or_related(&mut self) {
+        self.expr(
+            "ct",
+            &[
+                (attr(sys::NFTNL_EXPR_CT_KEY), u(libc::NFT_CT_STATE)),
+                (attr(sys::NFTNL_EXPR_CT_DREG), u(libc::NFT_REG_1)),
+            ],
+        );
+        // Conntrack state bits: established is 1 << 1, related 1 << 2.
+        let mask: u32 = (1 << 1) | (1 << 2);
+        self.expr(
+            "bitwise",
+            &[
+                (attr(sys::NFTNL_EXPR_BITWISE_SREG), u(libc::NFT_REG_1)),
+                (attr(sys::NFTNL_EXPR_BITWISE_DREG), u(libc::NFT_REG_1)),
+                (attr(sys::NFTNL_EXPR_BITWISE_LEN), ExprValue::U32(4)),
+                (
+                    attr(sys::NFTNL_EXPR_BITWISE_MASK),
+                    ExprValue::Bytes(mask.to_ne_bytes().to_vec()),
+                ),
+                (attr(sys::NFTNL_EXPR_BITWISE_XOR), ExprValue::Bytes(vec![0; 4])),
+            ],
+        );
+        self.cmp(libc::NFT_CMP_NEQ, vec![0; 4]);
+    }
+
+    /// ICMPv6 router and neighbour discovery types, looked up in an anonymous constant set of
+    /// the rule's own (as nft makes it): returns that set's messages.
+    fn neighbour_discovery(&mut self, chain: &str, ids: &mut Ids) -> Result<Vec<Message>, NetlinkError> {
+        self.nfproto(Family::V6);
+        self.l4proto(libc::IPPROTO_ICMPV6 as u8);
+        self.payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1, libc::NFT_REG_1);
+        let id = ids.id(&format!("{ND_SET}-{chain}"));
+        let flags = (libc::NFT_SET_ANONYMOUS | libc::NFT_SET_CONSTANT) as u32;
+        let s = new_set(&cstring(ND_SET)?, id, TYPE_ICMP6_TYPE, 1, flags);
+        // SAFETY: the set is live; nft sizes anonymous constant sets by their elements.
+        unsafe { sys::nftnl_set_set_u32(s.as_ptr(), sys::NFTNL_SET_DESC_SIZE as u16, ND_TYPES.len() as u32) };
+        let elems = new_set(&cstring(ND_SET)?, id, TYPE_ICMP6_TYPE, 1, flags);
+        for t in ND_TYPES {
+            add_element(
+                elems,
+                &Element {
+                    key: vec![t],
+                    interval_end: false,
+                    jump: None,
+                },
+            );
+        }
+        self.lookup(ND_SET, id, None)?;
+        let what = format!("neighbour discovery set of chain {chain}");
+        Ok(vec![
+            Message::new(libc::NFT_MSG_NEWSET, Obj::Set(s), what.clone()),
+            Message::new(libc::NFT_MSG_NEWSETELEM, Obj::Elements(elems), what),
+        ])
+    }
+
+    /// The verdict, or the verdict-map lookup that yields it.
+    fn outcome(&mut self, verdict: &Verdict, ids: &mut Ids) -> Result<(), NetlinkError> {
+        match verdict {
+            Verdict::Accept => self.verdict(libc::NF_ACCEPT, None),
+            Verdict::Drop => self.verdict(libc::NF_DROP, None),
+            Verdict::Return => self.verdict(libc::NFT_RETURN, None),
+            Verdict::Jump(target) => self.verdict(libc::NFT_JUMP, Some(target)),
+            Verdict::Dispatch { family, addr, map } => {
+                self.nfproto(*family);
+                self.addr(*family, *addr, libc::NFT_REG_1);
+                self.lookup(map, ids.id(map), Some(libc::NFT_REG_VERDICT))
             }
         }
     }
-    match &rule.verdict {
-        Verdict::Accept => b.verdict(libc::NF_ACCEPT, None)?,
-        Verdict::Drop => b.verdict(libc::NF_DROP, None)?,
-        Verdict::Return => b.verdict(libc::NFT_RETURN, None)?,
-        Verdict::Jump(target) => b.verdict(libc::NFT_JUMP, Some(target))?,
-        Verdict::Dispatch { family, addr, map } => {
-            b.nfproto(*family);
-            b.addr(*family, *addr, libc::NFT_REG_1);
-            let id = ids.id(map);
-            b.lookup(map, id, Some(libc::NFT_REG_VERDICT))?;
-        }
-    }
-    if let Some(comment) = &rule.comment {
+
+    /// The rule's comment, in its user data as nft writes it.
+    fn comment(&mut self, comment: &str) -> Result<(), NetlinkError> {
         let mut udata = Udata::new();
         udata.put_str(sys::NFTNL_UDATA_RULE_COMMENT as u8, &cstring(comment)?);
         let (data, len) = udata.bytes();
         // SAFETY: the rule is live; the setter copies the bytes.
-        unsafe { sys::nftnl_rule_set_data(r.as_ptr(), sys::NFTNL_RULE_USERDATA as u16, data, len) };
+        unsafe { sys::nftnl_rule_set_data(self.rule.as_ptr(), sys::NFTNL_RULE_USERDATA as u16, data, len) };
+        Ok(())
     }
-    extra.push(Message::new(
-        libc::NFT_MSG_NEWRULE,
-        Obj::Rule(r),
-        format!("a rule of chain {chain}"),
-    ));
-    Ok(extra)
 }

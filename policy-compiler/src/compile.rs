@@ -12,12 +12,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use crate::diagnostic::Diagnostic;
-use crate::index::{PodId, PodIndex};
 use crate::ir::{AllowSet, AllowSetKey, IrPeer, IrRule, LocalPod, NamedPort, PodPeer, Ruleset};
 use crate::model::{
     Direction, Labels, Namespace, NamespaceScope, Node, ObjectKey, Pod, Policy, PolicyBody, PortMatch,
     Snapshot,
 };
+use crate::pod_index::{PodId, PodIndex};
 
 /// Compiles one node's ruleset from a snapshot. Never fails: problems become diagnostics.
 pub fn compile(snapshot: &Snapshot, node: &str) -> (Ruleset, Vec<Diagnostic>) {
@@ -96,7 +96,7 @@ impl Compiler {
         &self.ir
     }
 
-    pub fn node(&self) -> &str {
+    pub fn node_name(&self) -> &str {
         &self.ir.node
     }
 
@@ -113,7 +113,7 @@ impl Compiler {
         self.namespaces.get(name)
     }
 
-    pub fn node_object(&self, name: &str) -> Option<&Node> {
+    pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.get(name)
     }
 

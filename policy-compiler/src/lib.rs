@@ -11,10 +11,10 @@ pub mod compile;
 pub mod diagnostic;
 pub mod eval;
 pub mod flow;
-mod index;
 pub mod ir;
 pub mod lower;
 pub mod model;
+mod pod_index;
 pub mod reference;
 pub mod selector;
 

@@ -1,12 +1,11 @@
 //! `netfence compile`: the nft script of one node, or of every node into a directory.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use nft_backend::{build::build, render::render};
 use policy_compiler::compile;
 
-use crate::{compile_nodes, load};
+use crate::{compile_nodes, load, CliError};
 
 #[derive(clap::Args, Debug)]
 pub struct CompileArgs {
@@ -27,12 +26,12 @@ pub struct CompileArgs {
     output_dir: Option<PathBuf>,
 }
 
-/// Loads the input and compiles one node's table; `None` after printing why.
+/// Loads the input and compiles one node's table.
 pub fn node_table(
     paths: &[PathBuf],
     node: Option<&str>,
     allow_invalid: bool,
-) -> Result<(String, nft_backend::nft::Table), ExitCode> {
+) -> Result<(String, nft_backend::nft::Table), CliError> {
     let input = load(paths, allow_invalid)?;
     let nodes = input.snapshot.node_names();
     let node = match node {
@@ -77,49 +76,46 @@ fn node_file_name(node: &str) -> String {
     format!("{name}.nft")
 }
 
-pub fn run_compile_all(args: &CompileArgs, dir: &std::path::Path, allow_invalid: bool) -> ExitCode {
-    let input = match load(&args.paths, allow_invalid) {
-        Ok(input) => input,
-        Err(code) => return code,
-    };
+fn write(path: &std::path::Path, text: &str) -> Result<(), CliError> {
+    std::fs::write(path, text).map_err(|source| CliError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+pub fn run_compile_all(
+    args: &CompileArgs,
+    dir: &std::path::Path,
+    allow_invalid: bool,
+) -> Result<(), CliError> {
+    let input = load(&args.paths, allow_invalid)?;
     let rulesets = compile_nodes(&input.snapshot);
     // Everything is rendered before anything is written.
     let scripts: Vec<(String, String)> = rulesets
         .iter()
         .map(|(node, r)| (node_file_name(node), render(&build(r))))
         .collect();
-    if let Err(e) = std::fs::create_dir_all(dir) {
-        eprintln!("netfence: error: cannot create {}: {e}", dir.display());
-        return ExitCode::from(2);
-    }
+    std::fs::create_dir_all(dir).map_err(|source| CliError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     for (file, script) in &scripts {
         let path = dir.join(file);
-        if let Err(e) = std::fs::write(&path, script) {
-            eprintln!("netfence: error: cannot write {}: {e}", path.display());
-            return ExitCode::from(2);
-        }
+        write(&path, script)?;
         eprintln!("netfence: wrote {}", path.display());
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
-pub fn run_compile(args: &CompileArgs, allow_invalid: bool) -> ExitCode {
+pub fn run_compile(args: &CompileArgs, allow_invalid: bool) -> Result<(), CliError> {
     if let (true, Some(dir)) = (args.all_nodes, &args.output_dir) {
         return run_compile_all(args, dir, allow_invalid);
     }
-    let (_, table) = match node_table(&args.paths, args.node.as_deref(), allow_invalid) {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
+    let (_, table) = node_table(&args.paths, args.node.as_deref(), allow_invalid)?;
     let script = render(&table);
     match &args.output {
         None => print!("{script}"),
-        Some(path) => {
-            if let Err(e) = std::fs::write(path, script) {
-                eprintln!("netfence: error: cannot write {}: {e}", path.display());
-                return ExitCode::from(2);
-            }
-        }
+        Some(path) => write(path, &script)?,
     }
-    ExitCode::SUCCESS
+    Ok(())
 }

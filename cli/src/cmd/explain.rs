@@ -1,12 +1,11 @@
 //! `netfence explain`: why one flow is allowed or denied.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::ValueEnum;
 use netfence_cli::explain::{explain, Endpoint};
 
-use crate::{compile_nodes, load, protocol_of, ProtocolArg};
+use crate::{compile_nodes, load, protocol_of, CliError, ProtocolArg};
 
 #[derive(clap::Args, Debug)]
 pub struct ExplainArgs {
@@ -33,42 +32,28 @@ pub enum ExplainFormat {
     Json,
 }
 
-pub fn run_explain(args: &ExplainArgs, allow_invalid: bool) -> ExitCode {
-    let (from, to) = match (Endpoint::parse(&args.from), Endpoint::parse(&args.to)) {
-        (Ok(from), Ok(to)) => (from, to),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("netfence: error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let input = match load(&args.paths, allow_invalid) {
-        Ok(input) => input,
-        Err(code) => return code,
-    };
+pub fn run_explain(args: &ExplainArgs, allow_invalid: bool) -> Result<(), CliError> {
+    let from = Endpoint::parse(&args.from).map_err(|e| CliError::Usage(e.to_string()))?;
+    let to = Endpoint::parse(&args.to).map_err(|e| CliError::Usage(e.to_string()))?;
+    let input = load(&args.paths, allow_invalid)?;
     let rulesets = compile_nodes(&input.snapshot);
-    match explain(
+    let e = explain(
         &input.snapshot,
         &rulesets,
         &from,
         &to,
         protocol_of(args.protocol),
         args.port,
-    ) {
-        Ok(e) => {
-            match args.output {
-                ExplainFormat::Text => print!("{}", e.to_text()),
-                ExplainFormat::Json => {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&e.to_json()).expect("JSON of plain values")
-                    )
-                }
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("netfence: error: {e}");
-            ExitCode::from(2)
+    )
+    .map_err(|e| CliError::Usage(e.to_string()))?;
+    match args.output {
+        ExplainFormat::Text => print!("{}", e.to_text()),
+        ExplainFormat::Json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&e.to_json()).expect("JSON of plain values")
+            )
         }
     }
+    Ok(())
 }

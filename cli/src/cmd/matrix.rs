@@ -1,12 +1,11 @@
 //! `netfence matrix`: pod-to-pod reachability, from the compiled rulesets or the reference.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::ValueEnum;
 use netfence_cli::matrix::{self, Engine};
 
-use crate::{compile_nodes, load, protocol_of, FlowArgs, OutputFormat};
+use crate::{compile_nodes, load, protocol_of, CliError, FlowArgs, OutputFormat};
 
 #[derive(clap::Args, Debug)]
 pub struct MatrixArgs {
@@ -29,11 +28,8 @@ pub enum EngineArg {
     Reference,
 }
 
-pub fn run_matrix(args: &MatrixArgs, allow_invalid: bool) -> ExitCode {
-    let input = match load(&args.paths, allow_invalid) {
-        Ok(input) => input,
-        Err(code) => return code,
-    };
+pub fn run_matrix(args: &MatrixArgs, allow_invalid: bool) -> Result<(), CliError> {
+    let input = load(&args.paths, allow_invalid)?;
     let protocol = protocol_of(args.flow.protocol);
     let rulesets = compile_nodes(&input.snapshot);
     let (engine, other_engine) = match args.engine {
@@ -59,6 +55,7 @@ pub fn run_matrix(args: &MatrixArgs, allow_invalid: bool) -> ExitCode {
                     "compiled"
                 }
             };
+            let n = diffs.len();
             for (from, to, ours, theirs) in diffs {
                 eprintln!(
                     "netfence: check: {from} -> {to}: {} says {ours}, {} says {theirs}",
@@ -66,9 +63,9 @@ pub fn run_matrix(args: &MatrixArgs, allow_invalid: bool) -> ExitCode {
                     name(other_engine)
                 );
             }
-            return ExitCode::from(1);
+            return Err(CliError::CheckFailed(n));
         }
         eprintln!("netfence: check: compiled and reference engines agree on every cell");
     }
-    ExitCode::SUCCESS
+    Ok(())
 }

@@ -1,11 +1,10 @@
 //! `netfence sandbox`: the cluster built as network namespaces, programmed, and probed.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use netfence_cli::sandbox::{lab, run};
 
-use crate::{compile_nodes, load, protocol_of, FlowArgs, OutputFormat};
+use crate::{compile_nodes, load, protocol_of, CliError, FlowArgs, OutputFormat};
 
 #[derive(clap::Args, Debug)]
 pub struct SandboxArgs {
@@ -25,26 +24,19 @@ pub struct SandboxArgs {
     cleanup: bool,
 }
 
-pub fn run_sandbox(args: &SandboxArgs, allow_invalid: bool) -> ExitCode {
+pub fn run_sandbox(args: &SandboxArgs, allow_invalid: bool) -> Result<(), CliError> {
     if args.cleanup {
-        let done = lab::cleanup();
-        println!("removed {} sandbox network namespaces", done.removed);
-        for pid in &done.running {
-            println!("left the namespaces of sandbox run {pid}: it is still running");
-        }
-        return ExitCode::SUCCESS;
+        cleanup();
+        return Ok(());
     }
     if !nix::unistd::geteuid().is_root() {
-        eprintln!(
-            "netfence: error: the sandbox makes network namespaces and programs nftables: it needs root \
+        return Err(CliError::Privilege(
+            "the sandbox makes network namespaces and programs nftables: it needs root \
              (CAP_NET_ADMIN and CAP_SYS_ADMIN); `netfence matrix` computes the matrix without them"
-        );
-        return ExitCode::from(2);
+                .to_string(),
+        ));
     }
-    let input = match load(&args.paths, allow_invalid) {
-        Ok(input) => input,
-        Err(code) => return code,
-    };
+    let input = load(&args.paths, allow_invalid)?;
     let mut snapshot = input.snapshot;
     for note in run::address_nodes(&mut snapshot) {
         eprintln!("netfence: {note}");
@@ -63,14 +55,47 @@ pub fn run_sandbox(args: &SandboxArgs, allow_invalid: bool) -> ExitCode {
         let observed = run::probe_all(&lab, &snapshot, protocol, args.flow.port)?;
         Ok((lab, observed))
     });
-    let (mut lab, observed) = match result {
-        Ok(done) => done,
-        Err(e) => {
-            eprintln!("netfence: error: {e}");
-            return ExitCode::from(1);
+    let (mut lab, observed) = result?;
+    print_observed(args.flow.output, &observed);
+    eprintln!(
+        "netfence: sandbox: {} nodes, {} pods, {} probes in {:.1} s",
+        lab.nodes.len(),
+        lab.pods.len(),
+        observed.matrix.pods.len().pow(2)
+            + observed.matrix6.as_ref().map_or(0, |m| m.pods.len().pow(2))
+            + observed.node_probes.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut result = Ok(());
+    if args.check {
+        let diffs = run::disagreements(&lab, &rulesets, &observed, protocol, args.flow.port);
+        if diffs.is_empty() {
+            eprintln!("netfence: check: the kernel and the compiled rulesets agree on every probe");
+        } else {
+            for d in &diffs {
+                eprintln!("netfence: check: {d}");
+            }
+            result = Err(CliError::CheckFailed(diffs.len()));
         }
-    };
-    match args.flow.output {
+    }
+    if args.keep {
+        report_kept(&mut lab);
+    }
+    result
+}
+
+/// `--cleanup`: removes what ended runs left, and says which runs are still going.
+fn cleanup() {
+    let done = lab::cleanup();
+    println!("removed {} sandbox network namespaces", done.removed);
+    for pid in &done.running {
+        println!("left the namespaces of sandbox run {pid}: it is still running");
+    }
+}
+
+/// The matrices (both families for dual-stack pods) and the node probes, or the JSON.
+fn print_observed(output: OutputFormat, observed: &run::Observed) {
+    match output {
         OutputFormat::Table => {
             print!("{}", observed.matrix.to_table());
             if let Some(m6) = &observed.matrix6 {
@@ -92,40 +117,20 @@ pub fn run_sandbox(args: &SandboxArgs, allow_invalid: bool) -> ExitCode {
             )
         }
     }
+}
+
+/// `--keep`: the namespaces stay; say how to enter and remove them.
+fn report_kept(lab: &mut lab::Lab) {
+    let names = lab.keep();
     eprintln!(
-        "netfence: sandbox: {} nodes, {} pods, {} probes in {:.1} s",
-        lab.nodes.len(),
-        lab.pods.len(),
-        observed.matrix.pods.len().pow(2)
-            + observed.matrix6.as_ref().map_or(0, |m| m.pods.len().pow(2))
-            + observed.node_probes.len(),
-        started.elapsed().as_secs_f64()
+        "netfence: kept {} namespaces; enter one with: ip netns exec NAME bash",
+        names.len()
     );
-    let mut code = ExitCode::SUCCESS;
-    if args.check {
-        let diffs = run::disagreements(&lab, &rulesets, &observed, protocol, args.flow.port);
-        if diffs.is_empty() {
-            eprintln!("netfence: check: the kernel and the compiled rulesets agree on every probe");
-        } else {
-            for d in &diffs {
-                eprintln!("netfence: check: {d}");
-            }
-            code = ExitCode::from(1);
-        }
+    for pod in &lab.pods {
+        eprintln!("netfence:   {} ({}): {}", pod.key, pod.addr, pod.netns);
     }
-    if args.keep {
-        let names = lab.keep();
-        eprintln!(
-            "netfence: kept {} namespaces; enter one with: ip netns exec NAME bash",
-            names.len()
-        );
-        for pod in &lab.pods {
-            eprintln!("netfence:   {} ({}): {}", pod.key, pod.addr, pod.netns);
-        }
-        for (name, node) in &lab.nodes {
-            eprintln!("netfence:   node {name} ({}): {}", node.addr, node.netns);
-        }
-        eprintln!("netfence: remove them with: netfence sandbox --cleanup");
+    for (name, node) in &lab.nodes {
+        eprintln!("netfence:   node {name} ({}): {}", node.addr, node.netns);
     }
-    code
+    eprintln!("netfence: remove them with: netfence sandbox --cleanup");
 }

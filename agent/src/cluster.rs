@@ -1,7 +1,8 @@
-//! The agent's index: the cluster as the compiler reads it, changed one watch event at a time.
+//! The agent's view of the cluster: the objects as the compiler reads them, changed one watch
+//! event at a time.
 //!
 //! Synchronous and free of I/O: the watchers turn events into [`Change`]s, the writer applies
-//! them here and reads the compiled ruleset. The index keeps only lowered objects (the model's
+//! them here and reads the compiled ruleset. It keeps only lowered objects (the model's
 //! few fields per pod, namespace, policy and node), never the API objects themselves.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,7 +73,7 @@ impl Object {
     }
 }
 
-/// What a watch event asks of the index.
+/// What a watch event asks of the cluster state.
 #[derive(Clone, Debug)]
 pub enum Change {
     /// An object was added or changed.
@@ -91,7 +92,7 @@ pub enum Change {
 
 /// The compiler, and what the lists under way have named.
 #[derive(Debug)]
-pub struct Index {
+pub struct Cluster {
     compiler: Compiler,
     /// Per kind with a list under way: the keys it has named so far. Only a re-list needs
     /// them (to drop what it no longer names); a kind's first list starts from nothing, so
@@ -100,9 +101,9 @@ pub struct Index {
     synced: BTreeSet<Kind>,
 }
 
-impl Index {
-    pub fn new(node: &str) -> Index {
-        Index {
+impl Cluster {
+    pub fn new(node: &str) -> Cluster {
+        Cluster {
             compiler: Compiler::new(node, Snapshot::default()),
             listing: BTreeMap::new(),
             synced: BTreeSet::new(),
@@ -114,7 +115,7 @@ impl Index {
         Kind::ALL.iter().all(|k| self.synced.contains(k))
     }
 
-    /// Whether a list is under way: until it completes, the index may still hold objects that
+    /// Whether a list is under way: until it completes, the cluster state may still hold objects that
     /// are gone, so the writer waits for it.
     pub fn is_listing(&self) -> bool {
         !self.listing.is_empty()
@@ -124,7 +125,7 @@ impl Index {
         self.compiler.ruleset()
     }
 
-    /// The keys of every object of `kind` the index holds.
+    /// The keys of every object of `kind` the cluster state holds.
     fn keys(&self, kind: Kind) -> Vec<Key> {
         let c = &self.compiler;
         match kind {
@@ -138,7 +139,7 @@ impl Index {
         }
     }
 
-    /// How many objects of `kind` the index holds.
+    /// How many objects of `kind` the cluster state holds.
     pub fn count(&self, kind: Kind) -> usize {
         let c = &self.compiler;
         match kind {
@@ -149,7 +150,7 @@ impl Index {
         }
     }
 
-    /// Whether the index holds this very object already (a status update that changes
+    /// Whether the cluster state holds this very object already (a status update that changes
     /// nothing policy reads: pod conditions, node heartbeats).
     fn holds(&self, object: &Object) -> bool {
         let c = &self.compiler;
@@ -157,7 +158,7 @@ impl Index {
             Object::Namespace(ns) => c.namespace(&ns.name) == Some(ns),
             Object::Pod(pod) => c.pod(&pod.key) == Some(pod),
             Object::Policy(policy) => c.policy(&policy.key) == Some(policy),
-            Object::Node(node) => c.node_object(&node.name) == Some(node),
+            Object::Node(node) => c.node(&node.name) == Some(node),
         }
     }
 
@@ -210,7 +211,7 @@ impl Index {
             Key::Namespace(name) => c.namespace(name).is_some(),
             Key::Pod(key) => c.pod(key).is_some(),
             Key::Policy(key) => c.policy(key).is_some(),
-            Key::Node(name) => c.node_object(name).is_some(),
+            Key::Node(name) => c.node(name).is_some(),
         }
     }
 
@@ -266,21 +267,21 @@ mod tests {
         })
     }
 
-    fn list(index: &mut Index, kind: Kind, objects: &[Object]) {
-        index.apply(Change::ListStart(kind));
+    fn list(cluster: &mut Cluster, kind: Kind, objects: &[Object]) {
+        cluster.apply(Change::ListStart(kind));
         for o in objects.iter().filter(|o| o.key().kind() == kind) {
-            index.apply(Change::Listed(o.clone()));
+            cluster.apply(Change::Listed(o.clone()));
         }
-        index.apply(Change::ListDone(kind));
+        cluster.apply(Change::ListDone(kind));
     }
 
-    fn synced(index: &mut Index, objects: Vec<Object>) {
+    fn synced(cluster: &mut Cluster, objects: Vec<Object>) {
         for kind in Kind::ALL {
-            list(index, kind, &objects);
+            list(cluster, kind, &objects);
         }
     }
 
-    /// The index's ruleset equals a fresh compile of the same objects.
+    /// The cluster state's ruleset equals a fresh compile of the same objects.
     fn fresh(objects: &[Object]) -> Ruleset {
         let mut snap = Snapshot::default();
         for o in objects {
@@ -304,78 +305,78 @@ mod tests {
 
     #[test]
     fn synced_only_when_every_kind_listed() {
-        let mut index = Index::new("node-0");
+        let mut cluster = Cluster::new("node-0");
         for kind in [Kind::Namespace, Kind::Pod, Kind::Policy] {
-            list(&mut index, kind, &[]);
-            assert!(!index.is_synced(), "{kind:?}");
+            list(&mut cluster, kind, &[]);
+            assert!(!cluster.is_synced(), "{kind:?}");
         }
-        index.apply(Change::ListStart(Kind::Node));
-        assert!(index.is_listing() && !index.is_synced());
-        index.apply(Change::ListDone(Kind::Node));
-        assert!(index.is_synced() && !index.is_listing());
+        cluster.apply(Change::ListStart(Kind::Node));
+        assert!(cluster.is_listing() && !cluster.is_synced());
+        cluster.apply(Change::ListDone(Kind::Node));
+        assert!(cluster.is_synced() && !cluster.is_listing());
     }
 
     #[test]
     fn a_relist_removes_what_it_lacks() {
-        let mut index = Index::new("node-0");
+        let mut cluster = Cluster::new("node-0");
         let first = vec![
             pod("a", "x", "10.0.0.1", "x"),
             pod("a", "y", "10.0.0.2", "y"),
             deny_all("a"),
         ];
-        synced(&mut index, first.clone());
-        assert_eq!(index.ruleset(), &fresh(&first));
-        assert_eq!(index.count(Kind::Pod), 2);
+        synced(&mut cluster, first.clone());
+        assert_eq!(cluster.ruleset(), &fresh(&first));
+        assert_eq!(cluster.count(Kind::Pod), 2);
         // A re-list after 410 Gone: y and the policy are gone, z is new.
         let second = vec![pod("a", "x", "10.0.0.1", "x"), pod("a", "z", "10.0.0.3", "z")];
-        list(&mut index, Kind::Pod, &second);
-        list(&mut index, Kind::Policy, &[]);
-        assert_eq!(index.ruleset(), &fresh(&second));
-        assert_eq!(index.count(Kind::Pod), 2);
-        assert_eq!(index.count(Kind::Policy), 0);
+        list(&mut cluster, Kind::Pod, &second);
+        list(&mut cluster, Kind::Policy, &[]);
+        assert_eq!(cluster.ruleset(), &fresh(&second));
+        assert_eq!(cluster.count(Kind::Pod), 2);
+        assert_eq!(cluster.count(Kind::Policy), 0);
     }
 
     #[test]
     fn a_change_that_changes_nothing_says_so() {
-        let mut index = Index::new("node-0");
-        synced(&mut index, vec![pod("a", "x", "10.0.0.1", "x")]);
+        let mut cluster = Cluster::new("node-0");
+        synced(&mut cluster, vec![pod("a", "x", "10.0.0.1", "x")]);
         assert!(
-            !index.apply(Change::Apply(pod("a", "x", "10.0.0.1", "x"))),
+            !cluster.apply(Change::Apply(pod("a", "x", "10.0.0.1", "x"))),
             "same pod again"
         );
         assert!(
-            index.apply(Change::Apply(pod("a", "x", "10.0.0.1", "y"))),
+            cluster.apply(Change::Apply(pod("a", "x", "10.0.0.1", "y"))),
             "relabelled"
         );
-        assert!(!index.apply(Change::Delete(Key::Pod(ObjectKey::new("a", "never")))));
-        assert!(index.apply(Change::Delete(Key::Pod(ObjectKey::new("a", "x")))));
+        assert!(!cluster.apply(Change::Delete(Key::Pod(ObjectKey::new("a", "never")))));
+        assert!(cluster.apply(Change::Delete(Key::Pod(ObjectKey::new("a", "x")))));
         // A re-list naming what is held changes nothing; one that drops an object does.
-        list(&mut index, Kind::Pod, &[]);
-        index.apply(Change::Apply(pod("a", "y", "10.0.0.2", "y")));
-        index.apply(Change::ListStart(Kind::Pod));
-        assert!(!index.apply(Change::Listed(pod("a", "y", "10.0.0.2", "y"))));
-        assert!(!index.apply(Change::ListDone(Kind::Pod)));
-        index.apply(Change::ListStart(Kind::Pod));
-        assert!(index.apply(Change::ListDone(Kind::Pod)), "y is gone");
+        list(&mut cluster, Kind::Pod, &[]);
+        cluster.apply(Change::Apply(pod("a", "y", "10.0.0.2", "y")));
+        cluster.apply(Change::ListStart(Kind::Pod));
+        assert!(!cluster.apply(Change::Listed(pod("a", "y", "10.0.0.2", "y"))));
+        assert!(!cluster.apply(Change::ListDone(Kind::Pod)));
+        cluster.apply(Change::ListStart(Kind::Pod));
+        assert!(cluster.apply(Change::ListDone(Kind::Pod)), "y is gone");
     }
 
     #[test]
     fn events_match_a_fresh_compile() {
-        let mut index = Index::new("node-0");
-        synced(&mut index, vec![pod("a", "x", "10.0.0.1", "x")]);
-        index.apply(Change::Apply(deny_all("a")));
-        index.apply(Change::Apply(pod("a", "y", "10.0.0.2", "y")));
-        index.apply(Change::Apply(pod("a", "x", "10.0.0.1", "moved")));
+        let mut cluster = Cluster::new("node-0");
+        synced(&mut cluster, vec![pod("a", "x", "10.0.0.1", "x")]);
+        cluster.apply(Change::Apply(deny_all("a")));
+        cluster.apply(Change::Apply(pod("a", "y", "10.0.0.2", "y")));
+        cluster.apply(Change::Apply(pod("a", "x", "10.0.0.1", "moved")));
         let want = [
             pod("a", "x", "10.0.0.1", "moved"),
             pod("a", "y", "10.0.0.2", "y"),
             deny_all("a"),
         ];
-        assert_eq!(index.ruleset(), &fresh(&want));
-        index.apply(Change::Delete(Key::Policy(ObjectKey::new("a", "deny"))));
+        assert_eq!(cluster.ruleset(), &fresh(&want));
+        cluster.apply(Change::Delete(Key::Policy(ObjectKey::new("a", "deny"))));
         // Deleting what is not there changes nothing.
-        index.apply(Change::Delete(Key::Pod(ObjectKey::new("a", "never"))));
-        assert_eq!(index.ruleset(), &fresh(&want[..2]));
+        cluster.apply(Change::Delete(Key::Pod(ObjectKey::new("a", "never"))));
+        assert_eq!(cluster.ruleset(), &fresh(&want[..2]));
         assert_ne!(fresh(&want[..2]), fresh(&want), "the policy made a difference");
     }
 }
