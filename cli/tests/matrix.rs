@@ -235,3 +235,84 @@ fn stdin_is_read_with_a_dash() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["pods"].as_array().map(Vec::len), Some(5));
 }
+
+#[test]
+fn exit_codes_say_which_kind_of_failure() {
+    let demo = fixtures().join("demo");
+    let demo = demo.to_str().unwrap();
+    // 2: usage, and input that cannot be read.
+    let (code, _, stderr) = netfence(&[
+        "explain",
+        demo,
+        "--from",
+        "nosuch/pod",
+        "--to",
+        "shop/db",
+        "--port",
+        "80",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("netfence: error: no pod nosuch/pod"), "{stderr}");
+    let (code, _, stderr) = netfence(&["matrix", "/nonexistent/cluster.yaml"]);
+    assert_eq!(code, 2, "{stderr}");
+    // 1: output that cannot be written (the input was fine).
+    let (code, stdout, stderr) = netfence(&[
+        "compile",
+        demo,
+        "--node",
+        "node-1",
+        "-o",
+        "/nonexistent/dir/node-1.nft",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot write /nonexistent/dir/node-1.nft"),
+        "{stderr}"
+    );
+    assert!(stdout.is_empty());
+    // 0: the same command with somewhere to write.
+    let dir = std::env::temp_dir().join(format!("netfence-exit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("node-1.nft");
+    let (code, _, stderr) = netfence(&["compile", demo, "--node", "node-1", "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(std::fs::read_to_string(&out)
+        .unwrap()
+        .contains("table inet netfence"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn pods_with_addresses_compile_on_any_number_of_nodes() {
+    // 300 nodes, one addressed pod each: no addresses to hand out, so no limit on nodes.
+    let pod = |i: usize, ip: Option<String>| {
+        let status = ip.map_or(String::new(), |ip| {
+            format!("status: {{podIPs: [{{ip: \"{ip}\"}}]}}\n")
+        });
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: a}}\nspec: {{nodeName: n{i}, containers: [{{name: c}}]}}\n{status}"
+        )
+    };
+    let addressed: String = (0..300)
+        .map(|i| pod(i, Some(format!("10.{}.{}.2", i / 256, i % 256))))
+        .collect();
+    let dir = std::env::temp_dir().join(format!("netfence-nodes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cluster.yaml");
+    std::fs::write(&file, &addressed).unwrap();
+    let (code, stdout, stderr) = netfence(&["compile", file.to_str().unwrap(), "--node", "n299"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("table inet netfence"));
+    // Pods without addresses on 256 nodes: the 256th node has no /24 left, and the error says
+    // what to do.
+    let unaddressed: String = (0..256).map(|i| pod(i, None)).collect();
+    std::fs::write(&file, &unaddressed).unwrap();
+    let (code, _, stderr) = netfence(&["compile", file.to_str().unwrap(), "--node", "n0"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr
+            .contains("pods without addresses are spread over more than 255 nodes; give them status.podIPs"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

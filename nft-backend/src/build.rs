@@ -306,9 +306,7 @@ impl Builder<'_> {
         if pods.len() == 1 {
             return Some(self.names.pod_sets[first].clone());
         }
-        let mut identity = format!("union{}(", pods.len());
-        pods.iter().for_each(|p| p.encode(&mut identity));
-        identity.push(')');
+        let identity = union_identity(pods);
         let hint = if first.pods.is_everything() {
             "all".to_string()
         } else {
@@ -340,9 +338,7 @@ impl Builder<'_> {
         if blocks.len() == 1 {
             return Some(self.names.blocks[first].clone());
         }
-        let mut identity = format!("union{}(", blocks.len());
-        blocks.iter().for_each(|b| b.encode(&mut identity));
-        identity.push(')');
+        let identity = union_identity(blocks);
         let (name, fresh) = self.names.claim("cidrs", &first.cidr.to_string(), &identity);
         if fresh {
             let ranges = interval::union(blocks.iter().flat_map(|b| interval::ranges(b)).collect());
@@ -522,6 +518,14 @@ impl Builder<'_> {
             });
         }
     }
+}
+
+/// The identity of a union set: its members' identities, in order.
+fn union_identity<T: Identity>(members: &BTreeSet<&T>) -> String {
+    let mut identity = format!("union{}(", members.len());
+    members.iter().for_each(|m| m.encode(&mut identity));
+    identity.push(')');
+    identity
 }
 
 fn dispatch_map(direction: Direction, family: Family) -> String {

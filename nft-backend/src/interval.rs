@@ -47,17 +47,15 @@ pub fn ranges(block: &IpBlock) -> Vec<(IpAddr, IpAddr)> {
     out
 }
 
-/// Sorted, disjoint address ranges covering what the given ranges cover (each of one family):
-/// overlapping and adjacent ranges become one, as an interval set's elements must.
-pub fn union(mut ranges: Vec<(IpAddr, IpAddr)>) -> Vec<(IpAddr, IpAddr)> {
-    ranges.sort();
-    let mut out: Vec<(IpAddr, IpAddr)> = Vec::with_capacity(ranges.len());
+/// Sorted, disjoint inclusive ranges covering what `ranges` cover: overlapping and adjacent
+/// ranges (by `number`, the key as an integer) become one, as an interval set's elements must.
+fn merge<T: Copy + Ord>(mut ranges: Vec<(T, T)>, number: impl Fn(T) -> u128) -> Vec<(T, T)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(T, T)> = Vec::with_capacity(ranges.len());
     for (lo, hi) in ranges {
         match out.last_mut() {
-            Some((_, last_hi)) if to_u128(lo) <= to_u128(*last_hi).saturating_add(1) => {
-                if hi > *last_hi {
-                    *last_hi = hi;
-                }
+            Some((_, last_hi)) if number(lo) <= number(*last_hi).saturating_add(1) => {
+                *last_hi = (*last_hi).max(hi);
             }
             _ => out.push((lo, hi)),
         }
@@ -65,19 +63,14 @@ pub fn union(mut ranges: Vec<(IpAddr, IpAddr)>) -> Vec<(IpAddr, IpAddr)> {
     out
 }
 
-/// Sorted, disjoint port ranges covering what the given inclusive ranges cover.
-pub fn union_ports(mut ranges: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
-    ranges.sort_unstable();
-    let mut out: Vec<(u16, u16)> = Vec::with_capacity(ranges.len());
-    for (lo, hi) in ranges {
-        match out.last_mut() {
-            Some((_, last_hi)) if u32::from(lo) <= u32::from(*last_hi) + 1 => {
-                *last_hi = (*last_hi).max(hi);
-            }
-            _ => out.push((lo, hi)),
-        }
-    }
-    out
+/// [`merge`] of address ranges, each of one family.
+pub fn union(ranges: Vec<(IpAddr, IpAddr)>) -> Vec<(IpAddr, IpAddr)> {
+    merge(ranges, to_u128)
+}
+
+/// [`merge`] of port ranges.
+pub fn union_ports(ranges: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
+    merge(ranges, u128::from)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::ptr::NonNull;
 use nftnl::{MsgType, NlMsg};
 use nftnl_sys::{self as sys, libc};
 
-use crate::NetlinkError;
+use crate::error::NetlinkError;
 use nft_backend::nft::{Chain, Family, Hook, Set, SetKind};
 use nft_backend::TABLE;
 

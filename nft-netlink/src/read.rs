@@ -7,8 +7,8 @@ use std::os::raw::c_char;
 
 use nftnl_sys::{self as sys, libc};
 
+use crate::error::NetlinkError;
 use crate::objects::{cstring, elements_of, NFPROTO_INET, UDATA_SET_COMMENT};
-use crate::NetlinkError;
 use nft_backend::nft::Table;
 use nft_backend::TABLE;
 

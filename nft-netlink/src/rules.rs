@@ -6,10 +6,10 @@ use std::ptr::NonNull;
 use nftnl_sys::{self as sys, libc};
 use policy_compiler::Protocol;
 
+use crate::error::NetlinkError;
 use crate::objects::{
     add_element, cstring, new_set, Element, Ids, Message, Obj, Udata, NFPROTO_INET, TYPE_ICMP6_TYPE,
 };
-use crate::NetlinkError;
 use nft_backend::nft::{Addr, Family, Match, Rule, Verdict};
 use nft_backend::TABLE;
 
