@@ -1,9 +1,9 @@
 //! The IR to nftables objects: one node's `Ruleset` becomes the sets, maps and chains of
 //! `table inet netfence` (layout and reasons in ARCHITECTURE.md).
 //!
-//! [`build`] is a list of steps: the shared sets (pod peers, ipBlocks, named ports, the node's
-//! addresses), the allow-set chains (with the peer and port sets their rules look up), the
-//! dispatch maps, then the base chains. A new kind of object is a new step.
+//! [`build`] is a list of steps: the shared sets (named ports, the node's addresses), the
+//! allow-set chains (with the peer and port sets their rules look up, made as the first rule
+//! needs them), the dispatch maps, then the base chains. A new kind of object is a new step.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -89,8 +89,6 @@ pub fn build(ruleset: &Ruleset) -> Table {
         sets: Vec::new(),
         chains: Vec::new(),
     };
-    b.pod_sets();
-    b.block_sets();
     b.named_port_sets();
     b.node_sets();
     b.allow_set_chains();
@@ -103,54 +101,6 @@ pub fn build(ruleset: &Ruleset) -> Table {
 }
 
 impl Builder<'_> {
-    /// A set per family for each pod peer: the addresses of the pods it matches.
-    fn pod_sets(&mut self) {
-        for (peer, addrs) in &self.ruleset.pod_sets {
-            let hint = if peer.pods.is_everything() {
-                "all".to_string()
-            } else {
-                peer.pods.to_string()
-            };
-            let (name, _) = self.names.claim("pods", &hint, &peer.identity());
-            for family in Family::BOTH {
-                self.sets.push(Set::new(
-                    family_set_name(&name, family),
-                    family,
-                    SetKind::Addrs(split_family(addrs.iter().copied(), family)),
-                    comment(&format!("pods {peer}")),
-                ));
-            }
-            self.names.pod_sets.insert(peer.clone(), name);
-        }
-    }
-
-    /// An interval set for each ipBlock a rule uses: its CIDR minus its excepts.
-    fn block_sets(&mut self) {
-        let ruleset = self.ruleset;
-        let blocks = ruleset
-            .allow_sets
-            .values()
-            .flat_map(|s| &s.rules)
-            .flat_map(|r| r.peers.iter().flatten());
-        for peer in blocks {
-            let IrPeer::Block(block) = peer else { continue };
-            if self.names.blocks.contains_key(block) {
-                continue;
-            }
-            let (name, _) = self
-                .names
-                .claim("cidr", &block.cidr.to_string(), &block.identity());
-            let except: Vec<String> = block.except.iter().map(ToString::to_string).collect();
-            self.sets.push(Set::new(
-                name.clone(),
-                Family::of(block.cidr.network()),
-                SetKind::Ranges(interval::ranges(block)),
-                comment(&format!("ipBlock {} except [{}]", block.cidr, except.join(","))),
-            ));
-            self.names.blocks.insert(block.clone(), name);
-        }
-    }
-
     /// A set per family for each named port: `address . port` of every pod that has it.
     fn named_port_sets(&mut self) {
         for (named, map) in &self.ruleset.named_ports {
@@ -299,12 +249,57 @@ impl Builder<'_> {
         out
     }
 
+    /// The base name of a pod peer's own sets (one per family: the addresses of the pods it
+    /// matches), made when a rule first looks the peer up alone.
+    fn pod_set(&mut self, peer: &PodPeer) -> String {
+        if let Some(name) = self.names.pod_sets.get(peer) {
+            return name.clone();
+        }
+        let hint = if peer.pods.is_everything() {
+            "all".to_string()
+        } else {
+            peer.pods.to_string()
+        };
+        let (name, _) = self.names.claim("pods", &hint, &peer.identity());
+        let addrs = self.ruleset.pod_sets.get(peer).into_iter().flatten().copied();
+        for family in Family::BOTH {
+            self.sets.push(Set::new(
+                family_set_name(&name, family),
+                family,
+                SetKind::Addrs(split_family(addrs.clone(), family)),
+                comment(&format!("pods {peer}")),
+            ));
+        }
+        self.names.pod_sets.insert(peer.clone(), name.clone());
+        name
+    }
+
+    /// An ipBlock's own interval set (its CIDR minus its excepts), made when a rule first looks
+    /// the block up alone.
+    fn block_set(&mut self, block: &IpBlock) -> String {
+        if let Some(name) = self.names.blocks.get(block) {
+            return name.clone();
+        }
+        let (name, _) = self
+            .names
+            .claim("cidr", &block.cidr.to_string(), &block.identity());
+        let except: Vec<String> = block.except.iter().map(ToString::to_string).collect();
+        self.sets.push(Set::new(
+            name.clone(),
+            Family::of(block.cidr.network()),
+            SetKind::Ranges(interval::ranges(block)),
+            comment(&format!("ipBlock {} except [{}]", block.cidr, except.join(","))),
+        ));
+        self.names.blocks.insert(block.clone(), name.clone());
+        name
+    }
+
     /// The base name of the pod sets to look `pods` up in: the peer's own sets for one peer,
     /// union sets (made here, shared by every rule with the same peers) for several.
     fn pod_union(&mut self, pods: &BTreeSet<&PodPeer>) -> Option<String> {
         let first = *pods.first()?;
         if pods.len() == 1 {
-            return Some(self.names.pod_sets[first].clone());
+            return Some(self.pod_set(first));
         }
         let identity = union_identity(pods);
         let hint = if first.pods.is_everything() {
@@ -336,7 +331,7 @@ impl Builder<'_> {
     fn block_union(&mut self, blocks: &BTreeSet<&IpBlock>, family: Family) -> Option<String> {
         let first = *blocks.first()?;
         if blocks.len() == 1 {
-            return Some(self.names.blocks[first].clone());
+            return Some(self.block_set(first));
         }
         let identity = union_identity(blocks);
         let (name, fresh) = self.names.claim("cidrs", &first.cidr.to_string(), &identity);
