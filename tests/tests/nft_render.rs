@@ -59,3 +59,47 @@ fn hostile_names_and_labels_never_reach_the_script() {
         assert!(!line.trim_start().starts_with("flush"), "{line}");
     }
 }
+
+/// Regression: a rule with 300 peers and 300 ports compiled to 180,000 nft rules (one per peer,
+/// family and port). Peers and ports are set lookups now: the chain has one rule per family
+/// and its drop, and the tracer still decides by peer and port.
+#[test]
+fn peers_times_ports_is_not_a_cross_product_of_rules() {
+    use std::net::Ipv4Addr;
+    let (server, client) = (Ipv4Addr::new(10, 244, 0, 2), Ipv4Addr::new(10, 244, 0, 3));
+    let yaml = netfence_tests::synth::wide_policy_yaml(300, 300, server, client, 8080);
+    let input = netfence_cli::input::load_str("wide.yaml", &yaml).expect("loads");
+    let rulesets = compile_all(&input.snapshot);
+    let table = build(&rulesets["node-0"]);
+    let chain = table
+        .chains
+        .iter()
+        .find(|c| c.name.starts_with("in-wide-"))
+        .expect("the policy's allow-set chain");
+    assert_eq!(chain.rules.len(), 3, "{:#?}", chain.rules);
+    let tables: BTreeMap<String, _> = [("node-0".to_string(), table)].into_iter().collect();
+    let topo = topology(&input.snapshot);
+    let flow = |src: Ipv4Addr, port| policy_compiler::Flow {
+        src: src.into(),
+        dst: server.into(),
+        l4: policy_compiler::L4::Port(policy_compiler::Protocol::Tcp, port),
+    };
+    let peer = Ipv4Addr::new(10, 245, 0, 1);
+    let stranger = Ipv4Addr::new(10, 246, 0, 1);
+    assert!(
+        trace::decide_cluster(&tables, &topo, &flow(client, 8080)),
+        "the client on its port"
+    );
+    assert!(
+        trace::decide_cluster(&tables, &topo, &flow(peer, 1003)),
+        "a peer on a listed port"
+    );
+    assert!(
+        !trace::decide_cluster(&tables, &topo, &flow(peer, 1004)),
+        "a port between listed ones"
+    );
+    assert!(
+        !trace::decide_cluster(&tables, &topo, &flow(stranger, 8080)),
+        "an address no peer holds"
+    );
+}
