@@ -212,7 +212,12 @@ fn two_sandboxes_at_once_each_remove_only_their_own() {
     signal(a, Signal::SIGCONT);
     signal(a, Signal::SIGINT);
     let interrupted = first.wait_with_output().expect("exits");
-    assert_eq!(interrupted.status.code(), Some(130), "exits as interrupted");
+    assert_eq!(
+        interrupted.status.code(),
+        Some(130),
+        "exits as interrupted: {}",
+        String::from_utf8_lossy(&interrupted.stderr)
+    );
     assert!(sandbox_namespaces(a).is_empty(), "{:?}", sandbox_namespaces(a));
     assert_eq!(sandbox_namespaces(b), before_b, "the other run's namespaces stay");
 

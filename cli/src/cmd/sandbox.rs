@@ -46,6 +46,7 @@ pub fn run_sandbox(args: &SandboxArgs, allow_invalid: bool) -> Result<(), CliErr
     let prefix = lab::run_prefix("");
     // Ctrl-C and SIGTERM: remove this run's namespaces (and no other run's) before exiting.
     let _ = ctrlc::set_handler(move || {
+        lab::interrupt();
         lab::remove_run(std::process::id());
         std::process::exit(130);
     });
@@ -55,6 +56,9 @@ pub fn run_sandbox(args: &SandboxArgs, allow_invalid: bool) -> Result<(), CliErr
         let observed = run::probe_all(&lab, &snapshot, protocol, args.flow.port)?;
         Ok((lab, observed))
     });
+    // An interruption removes the namespaces under the build or the probes, which then fail:
+    // that failure is the interruption's, and the handler's exit (130) is the one to report.
+    wait_if_interrupted();
     let (mut lab, observed) = result?;
     print_observed(args.flow.output, &observed);
     eprintln!(
@@ -81,7 +85,16 @@ pub fn run_sandbox(args: &SandboxArgs, allow_invalid: bool) -> Result<(), CliErr
     if args.keep {
         report_kept(&mut lab);
     }
+    wait_if_interrupted();
     result
+}
+
+/// Once interrupted, the Ctrl-C/SIGTERM handler is removing this run's namespaces and will
+/// exit with 130: the main thread waits for that rather than report what the removal broke.
+fn wait_if_interrupted() {
+    while lab::is_interrupted() {
+        std::thread::park_timeout(std::time::Duration::from_secs(1));
+    }
 }
 
 /// `--cleanup`: removes what ended runs left, and says which runs are still going.

@@ -24,6 +24,29 @@ pub enum LabError {
     NodeAddress(String),
     #[error("sandbox: {0}")]
     Program(String),
+    #[error("sandbox: interrupted")]
+    Interrupted,
+}
+
+/// Whether this process's sandbox was interrupted; held while a namespace is being created, so
+/// that [`interrupt`] waits for a creation under way and none starts after it.
+static INTERRUPTED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+
+fn interrupted_flag() -> std::sync::MutexGuard<'static, bool> {
+    INTERRUPTED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Stops this process's labs from making namespaces: returns once none is being made, so that
+/// a removal of the run's namespaces after it (Ctrl-C) leaves none behind.
+pub fn interrupt() {
+    *interrupted_flag() = true;
+}
+
+/// Whether [`interrupt`] was called.
+pub fn is_interrupted() -> bool {
+    *interrupted_flag()
 }
 
 /// The next hop every pod routes through, answered by its node's veth.
@@ -174,8 +197,15 @@ fn v6(addr: IpAddr) -> Option<Ipv6Addr> {
 
 impl Lab {
     fn add_netns(&mut self, name: String) -> Result<String, LabError> {
-        netfence_netns::add(&name)?;
+        let interrupted = interrupted_flag();
+        if *interrupted {
+            return Err(LabError::Interrupted);
+        }
+        let added = netfence_netns::add(&name);
+        // Recorded even when `lo` could not be set up, so that dropping the lab removes it.
         self.created.push(name.clone());
+        drop(interrupted);
+        added?;
         // No duplicate address detection: the lab's addresses are unique by construction, and
         // a tentative address would drop the first probes.
         sysctl(&name, "net.ipv6.conf.all.accept_dad=0")?;
