@@ -470,37 +470,27 @@ fn refused_lists_are_retried_with_backoff_until_served() {
     // each is a failed list for the watcher). Backing off from 100 ms doubling to 2 s, each
     // wait at least half its ceiling, allows at most 8 lists per resource (the first and 7
     // retries); resetting on the list's start, as before, made it about 40.
-    let lists_in = |secs| {
-        let before: Vec<usize> = RESOURCES.iter().map(|r| api.requests(r, "list")).collect();
+    // Lists per resource over `secs` seconds, each within `allowed`.
+    let lists_within = |secs, allowed: std::ops::RangeInclusive<usize>, what: &str| {
+        let count = || RESOURCES.map(|r| api.requests(r, "list"));
+        let before = count();
         std::thread::sleep(Duration::from_secs(secs));
-        let after: Vec<usize> = RESOURCES.iter().map(|r| api.requests(r, "list")).collect();
-        after
-            .iter()
-            .zip(before)
-            .map(|(a, b)| a - b)
-            .collect::<Vec<usize>>()
+        let lists: Vec<usize> = count().iter().zip(before).map(|(a, b)| a - b).collect();
+        for (resource, n) in RESOURCES.iter().zip(&lists) {
+            assert!(
+                allowed.contains(n),
+                "{resource}: {n} lists in {secs} s of {what} ({lists:?}):\n{}",
+                agent.log_text()
+            );
+        }
     };
-    let lists = lists_in(4);
-    for (resource, n) in RESOURCES.iter().zip(&lists) {
-        assert!(
-            (3..=9).contains(n),
-            "{resource}: {n} lists in 4 s of closed connections ({lists:?}):\n{}",
-            agent.log_text()
-        );
-    }
+    lists_within(4, 3..=9, "closed connections");
     // Then 503s: kube's client retries those itself (5 ms doubling), under the watcher's
     // backoff, which is at its 2 s bound by now: still a handful of requests, not hundreds.
     for resource in RESOURCES {
         api.refuse_with(resource, Some(Refusal::Unavailable));
     }
-    let unavailable = lists_in(4);
-    for (resource, n) in RESOURCES.iter().zip(&unavailable) {
-        assert!(
-            (1..=14).contains(n),
-            "{resource}: {n} lists in 4 s of 503s ({unavailable:?}):\n{}",
-            agent.log_text()
-        );
-    }
+    lists_within(4, 1..=14, "503s");
     assert_eq!(
         get(&ns.name, BACKOFF_METRICS, "/readyz").map(|r| r.0),
         Some(503),

@@ -2,7 +2,7 @@
 //! node and the destination's ingress on its node, with the policies that select each pod, the
 //! rule that allows the flow (or that none does), and what named ports resolved to.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
@@ -276,4 +276,23 @@ impl Explanation {
             "egress": side(&self.egress), "ingress": side(&self.ingress), "named_ports": named,
         })
     }
+}
+
+/// The nodes whose rulesets decide a flow between the endpoints: a named pod's node, the node of
+/// the pod that owns an address, and a node that holds an address itself. Only these are
+/// compiled (the flow crosses no other node's hooks), so `explain` answers as quickly on a
+/// cluster of 900 nodes as of two.
+pub fn deciding_nodes(snap: &Snapshot, endpoints: [&Endpoint; 2]) -> BTreeSet<String> {
+    let mut nodes = BTreeSet::new();
+    for endpoint in endpoints {
+        match endpoint {
+            Endpoint::Pod(key) => nodes.extend(snap.pods.get(key).map(|p| p.node.clone())),
+            Endpoint::Addr(addr) => {
+                nodes.extend(snap.owner_of(*addr).map(|p| p.node.clone()));
+                let holders = snap.nodes.values().filter(|n| n.addrs.contains(addr));
+                nodes.extend(holders.map(|n| n.name.clone()));
+            }
+        }
+    }
+    nodes
 }

@@ -117,6 +117,26 @@ pub fn compile_nodes(snapshot: &policy_compiler::Snapshot) -> BTreeMap<String, R
     rulesets
 }
 
+/// Compiles the named nodes only, printing the compiler's diagnostics (once each) as warnings.
+pub fn compile_some(
+    snapshot: &policy_compiler::Snapshot,
+    nodes: impl IntoIterator<Item = String>,
+) -> BTreeMap<String, Ruleset> {
+    let mut diagnostics = std::collections::BTreeSet::new();
+    let rulesets = nodes
+        .into_iter()
+        .map(|node| {
+            let (ruleset, diags) = policy_compiler::compile(snapshot, &node);
+            diagnostics.extend(diags);
+            (node, ruleset)
+        })
+        .collect();
+    for d in &diagnostics {
+        eprintln!("netfence: warning: {d}");
+    }
+    rulesets
+}
+
 pub fn protocol_of(arg: ProtocolArg) -> Protocol {
     match arg {
         ProtocolArg::Tcp => Protocol::Tcp,

@@ -188,3 +188,43 @@ fn bad_endpoints_are_usage_errors() {
         assert!(out.stdout.is_empty());
     }
 }
+
+/// `explain` compiles only the nodes that decide the flow (so it stays quick on clusters of
+/// hundreds of nodes); on those alone it must still decide every expected flow of every
+/// fixture as the truth table says.
+#[test]
+fn explain_on_the_deciding_nodes_agrees_with_every_truth_table() {
+    use netfence_cli::explain::{deciding_nodes, explain, Endpoint};
+    use policy_compiler::L4;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    let (mut checked, mut failures) = (0, Vec::new());
+    for dir in netfence_tests::fixture::discover(&root) {
+        let fx = netfence_tests::fixture::load(&dir).expect("fixture loads");
+        let snap = &fx.input.snapshot;
+        for case in fx.cases().expect("cases") {
+            let L4::Port(protocol, port) = case.flow.l4 else {
+                continue;
+            };
+            let (from, to) = (Endpoint::Addr(case.flow.src), Endpoint::Addr(case.flow.dst));
+            let rulesets = deciding_nodes(snap, [&from, &to])
+                .into_iter()
+                .map(|node| {
+                    let ruleset = policy_compiler::compile(snap, &node).0;
+                    (node, ruleset)
+                })
+                .collect();
+            let e = explain(snap, &rulesets, &from, &to, protocol, port).expect("explains");
+            if e.allowed != case.allowed {
+                failures.push(format!(
+                    "{}: {}: explain says {}",
+                    dir.display(),
+                    case.label,
+                    e.allowed
+                ));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 1000, "{checked}");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -87,3 +87,58 @@ fn every_file_says_what_it_is_for_and_unsafe_stays_in_netlink() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// Pure checks run without root (STYLE 23): in this crate, only `kernel_*` tests may touch the
+/// kernel or need root, and each is declared with the `kernel` feature, so
+/// `cargo test -p netfence-tests --no-default-features` is exactly the pure tests.
+#[test]
+fn only_kernel_tests_need_root_and_each_is_behind_the_kernel_feature() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(dir.join("Cargo.toml")).expect("Cargo.toml"))
+            .expect("parses");
+    let gated: Vec<String> = manifest["test"]
+        .as_array()
+        .expect("[[test]] entries")
+        .iter()
+        .filter(|t| {
+            t["required-features"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x.as_str() == Some("kernel")))
+        })
+        .filter_map(|t| t["name"].as_str().map(str::to_string))
+        .collect();
+    // Spelled in pieces so that this file does not match itself.
+    let needles = [
+        ["require_root", "_and_nft"].concat(),
+        ["nft", "_check("].concat(),
+        ["Netns", "::new("].concat(),
+        ["unprivileged", "("].concat(),
+        ["in_", "netns("].concat(),
+    ];
+    let mut problems = Vec::new();
+    let mut n_kernel = 0;
+    for entry in std::fs::read_dir(dir.join("tests")).expect("tests/").flatten() {
+        let path = entry.path();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let text = std::fs::read_to_string(&path).expect("readable");
+        if name.starts_with("kernel_") {
+            n_kernel += 1;
+            if !gated.contains(&name) {
+                problems.push(format!(
+                    "{name}: a kernel test without required-features = [\"kernel\"]"
+                ));
+            }
+        } else if let Some(n) = needles.iter().find(|n| text.contains(n.as_str())) {
+            problems.push(format!(
+                "{name}: a pure test uses {n} (kernel tests are named kernel_*)"
+            ));
+        }
+    }
+    assert!(n_kernel >= 2, "{n_kernel}");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use clap::ValueEnum;
-use netfence_cli::explain::{explain, Endpoint};
+use netfence_cli::explain::{deciding_nodes, explain, Endpoint};
 
-use crate::{compile_nodes, load, protocol_of, CliError, ProtocolArg};
+use crate::{compile_some, load, protocol_of, CliError, ProtocolArg};
 
 #[derive(clap::Args, Debug)]
 pub struct ExplainArgs {
@@ -36,7 +36,7 @@ pub fn run_explain(args: &ExplainArgs, allow_invalid: bool) -> Result<(), CliErr
     let from = Endpoint::parse(&args.from).map_err(|e| CliError::Usage(e.to_string()))?;
     let to = Endpoint::parse(&args.to).map_err(|e| CliError::Usage(e.to_string()))?;
     let input = load(&args.paths, allow_invalid)?;
-    let rulesets = compile_nodes(&input.snapshot);
+    let rulesets = compile_some(&input.snapshot, deciding_nodes(&input.snapshot, [&from, &to]));
     let e = explain(
         &input.snapshot,
         &rulesets,
