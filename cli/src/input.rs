@@ -9,8 +9,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1 as k8s_core;
+use k8s_openapi::api::discovery::v1 as k8s_discovery;
 use k8s_openapi::api::networking::v1 as k8s_net;
-use policy_compiler::{lower, Diagnostic, Snapshot};
+use policy_compiler::{endpoints, lower, lower_service, Diagnostic, Snapshot};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
@@ -73,6 +74,9 @@ struct Objects {
     pods: Vec<k8s_core::Pod>,
     policies: Vec<k8s_net::NetworkPolicy>,
     nodes: Vec<k8s_core::Node>,
+    services: Vec<k8s_core::Service>,
+    slices: Vec<k8s_discovery::EndpointSlice>,
+    service_cidrs: Vec<k8s_net::ServiceCIDR>,
     locations: BTreeMap<String, String>,
 }
 
@@ -158,18 +162,63 @@ pub fn load_str(name: &str, text: &str) -> Result<Input, InputError> {
 /// Addresses what has none, then lowers everything read.
 fn finish(mut objects: Objects, mut notes: Vec<String>) -> Result<Input, InputError> {
     assign_addresses(&mut objects.pods, &objects.nodes, &mut notes)?;
-    let (snapshot, diagnostics) = lower::snapshot(
+    let (mut snapshot, mut diagnostics) = lower::snapshot(
         &objects.namespaces,
         &objects.pods,
         &objects.policies,
         &objects.nodes,
     );
+    diagnostics.extend(lower_service::add_services(
+        &mut snapshot,
+        &objects.services,
+        &objects.slices,
+        &objects.service_cidrs,
+    ));
+    notes.extend(derive_slices(&mut snapshot));
     Ok(Input {
         snapshot,
         diagnostics,
         notes,
         locations: objects.locations,
     })
+}
+
+/// Offline input may have Services without their EndpointSlices: the endpoints a selector
+/// implies are derived, as the endpoint slice controller would write them, and said so.
+fn derive_slices(snapshot: &mut Snapshot) -> Vec<String> {
+    let mut notes: Vec<String> = snapshot
+        .services
+        .values()
+        .filter_map(|s| {
+            let why = s.unproxied?;
+            Some(format!(
+                "service {}: {}, so netfence makes no NAT rules for it",
+                s.key,
+                why.as_str()
+            ))
+        })
+        .collect();
+    let missing: Vec<_> = snapshot
+        .services
+        .values()
+        .filter(|s| s.unproxied.is_none() && snapshot.slices_of(&s.key).is_empty())
+        .cloned()
+        .collect();
+    for service in missing {
+        let slices = endpoints::derive_slices(&service, snapshot.pods.values());
+        if slices.is_empty() {
+            continue;
+        }
+        let n: usize = slices.iter().map(|s| s.endpoints.len()).sum();
+        notes.push(format!(
+            "service {}: no EndpointSlice given, {n} endpoints derived from its selector",
+            service.key
+        ));
+        for slice in slices {
+            snapshot.slices.insert(slice.key.clone(), slice);
+        }
+    }
+    notes
 }
 
 /// Files in the order given; directories recursively, their `*.yaml`, `*.yml`, `*.json` sorted.
@@ -288,7 +337,7 @@ fn add_value(
         .and_then(Value::as_str)
         .unwrap_or("default");
     let object = match kind.as_str() {
-        "Pod" | "NetworkPolicy" => format!("{namespace}/{name}"),
+        "Pod" | "NetworkPolicy" | "Service" | "EndpointSlice" => format!("{namespace}/{name}"),
         _ => name.clone(),
     };
     let object_err = |(line, column, message): (usize, usize, String)| InputError::Object {
@@ -308,7 +357,8 @@ fn add_value(
         .locations
         .insert(format!("{kind} {object}"), format!("{}:{}", doc.path, doc.line));
     match kind.as_str() {
-        "List" | "NamespaceList" | "PodList" | "NetworkPolicyList" | "NodeList" => {
+        "List" | "NamespaceList" | "PodList" | "NetworkPolicyList" | "NodeList" | "ServiceList"
+        | "EndpointSliceList" | "ServiceCIDRList" => {
             let items = match value.get("items") {
                 Some(Value::Array(items)) => items.clone(),
                 Some(Value::Null) | None => Vec::new(),
@@ -328,10 +378,10 @@ fn add_value(
             for mut item in items {
                 if let (Some(k), Some(obj)) = (&item_kind, item.as_object_mut()) {
                     obj.entry("kind").or_insert_with(|| Value::String(k.clone()));
-                    let version = if k == "NetworkPolicy" {
-                        "networking.k8s.io/v1"
-                    } else {
-                        "v1"
+                    let version = match k.as_str() {
+                        "NetworkPolicy" | "ServiceCIDR" => "networking.k8s.io/v1",
+                        "EndpointSlice" => "discovery.k8s.io/v1",
+                        _ => "v1",
                     };
                     obj.entry("apiVersion")
                         .or_insert_with(|| Value::String(version.to_string()));
@@ -343,6 +393,9 @@ fn add_value(
         "Pod" => objects.pods.push(typed(doc, value).map_err(object_err)?),
         "NetworkPolicy" => objects.policies.push(typed(doc, value).map_err(object_err)?),
         "Node" => objects.nodes.push(typed(doc, value).map_err(object_err)?),
+        "Service" => objects.services.push(typed(doc, value).map_err(object_err)?),
+        "EndpointSlice" => objects.slices.push(typed(doc, value).map_err(object_err)?),
+        "ServiceCIDR" => objects.service_cidrs.push(typed(doc, value).map_err(object_err)?),
         "" => {
             return Err(InputError::Document {
                 path: format!("{}:{}", doc.path, doc.line),

@@ -17,6 +17,10 @@ use crate::interval;
 use crate::names::{comment, derived};
 use crate::nft::{Addr, Chain, Family, Hook, Match, Rule, Set, SetKind, Table, Verdict};
 
+mod services;
+
+pub use services::{MASQUERADE_MARK, SERVICES_CHECK_CHAIN};
+
 /// The chain every base chain jumps to after the fast path.
 pub const POLICY_CHAIN: &str = "dispatch";
 
@@ -93,6 +97,7 @@ pub fn build(ruleset: &Ruleset) -> Table {
     b.node_sets();
     b.allow_set_chains();
     b.dispatch_maps();
+    b.services();
     b.base_chains();
     Table {
         sets: b.sets,
@@ -495,21 +500,44 @@ impl Builder<'_> {
             rules: policy_rules,
             comment: "egress of local pods, then ingress of local pods".to_string(),
         });
-        for hook in [Hook::Forward, Hook::Input, Hook::Output] {
-            let rule = |m: Option<Match>, verdict: Verdict| Rule {
-                matches: m.into_iter().collect(),
-                verdict,
-                comment: None,
+        let with_services = self.ruleset.services.has_services();
+        let rule = |m: Option<Match>, verdict: Verdict| Rule {
+            matches: m.into_iter().collect(),
+            verdict,
+            comment: None,
+        };
+        for hook in Hook::ALL {
+            let (rules, text) = match hook {
+                Hook::Forward | Hook::Input | Hook::Output => {
+                    let mut rules = vec![
+                        rule(Some(Match::EstablishedOrRelated), Verdict::Accept),
+                        rule(Some(Match::NeighbourDiscovery), Verdict::Accept),
+                    ];
+                    if with_services {
+                        rules.push(rule(None, Verdict::Jump(SERVICES_CHECK_CHAIN.to_string())));
+                    }
+                    rules.push(rule(None, Verdict::Jump(POLICY_CHAIN.to_string())));
+                    (rules, format!("policy on the {} hook", hook.as_str()))
+                }
+                _ if !with_services => continue,
+                Hook::FirewallPrerouting | Hook::FirewallOutput => (
+                    vec![rule(None, Verdict::Jump(services::FIREWALL_CHAIN.to_string()))],
+                    "LoadBalancer source ranges, before DNAT".to_string(),
+                ),
+                Hook::NatPrerouting | Hook::NatOutput => (
+                    vec![rule(None, Verdict::Jump(services::SERVICES_CHAIN.to_string()))],
+                    "service DNAT".to_string(),
+                ),
+                Hook::NatPostrouting => (
+                    vec![rule(Some(Match::MarkHas(MASQUERADE_MARK)), Verdict::Masquerade)],
+                    "masquerade connections marked for it".to_string(),
+                ),
             };
             self.chains.push(Chain {
                 name: hook.as_str().to_string(),
                 hook: Some(hook),
-                rules: vec![
-                    rule(Some(Match::EstablishedOrRelated), Verdict::Accept),
-                    rule(Some(Match::NeighbourDiscovery), Verdict::Accept),
-                    rule(None, Verdict::Jump(POLICY_CHAIN.to_string())),
-                ],
-                comment: format!("policy on the {} hook", hook.as_str()),
+                rules,
+                comment: text,
             });
         }
     }

@@ -12,7 +12,6 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 
 use crate::nft::{Chain, Set, SetKind, Table};
 
@@ -132,23 +131,52 @@ fn element_changes(old: &Set, new: &Set) -> Option<(SetKind, SetKind)> {
             Some((SetKind::AddrPorts(removed), SetKind::AddrPorts(added)))
         }
         (SetKind::Dispatch(a), SetKind::Dispatch(b)) => {
-            // A key whose target changed is removed and added again.
-            let new_keys: BTreeMap<IpAddr, &String> = b.iter().map(|(k, v)| (*k, v)).collect();
-            let old_keys: BTreeMap<IpAddr, &String> = a.iter().map(|(k, v)| (*k, v)).collect();
-            let removed = a
-                .iter()
-                .filter(|(k, v)| new_keys.get(k) != Some(&v))
-                .cloned()
-                .collect();
-            let added = b
-                .iter()
-                .filter(|(k, v)| old_keys.get(k) != Some(&v))
-                .cloned()
-                .collect();
+            let (removed, added) = map_changes(a, b);
             Some((SetKind::Dispatch(removed), SetKind::Dispatch(added)))
+        }
+        (SetKind::Frontends(a), SetKind::Frontends(b)) => {
+            let (removed, added) = map_changes(a, b);
+            Some((SetKind::Frontends(removed), SetKind::Frontends(added)))
+        }
+        (SetKind::NodePorts(a), SetKind::NodePorts(b)) => {
+            let (removed, added) = map_changes(a, b);
+            Some((SetKind::NodePorts(removed), SetKind::NodePorts(added)))
         }
         _ => None,
     }
+}
+
+/// A map's entries, key to target.
+type Entries<K, V> = Vec<(K, V)>;
+
+/// A map's `(removed, added)` entries: a key whose target changed is removed and added again.
+fn map_changes<K: Ord + Clone, V: PartialEq + Clone>(
+    a: &[(K, V)],
+    b: &[(K, V)],
+) -> (Entries<K, V>, Entries<K, V>) {
+    let new_keys: BTreeMap<&K, &V> = b.iter().map(|(k, v)| (k, v)).collect();
+    let old_keys: BTreeMap<&K, &V> = a.iter().map(|(k, v)| (k, v)).collect();
+    let removed = a
+        .iter()
+        .filter(|(k, v)| new_keys.get(k) != Some(&v))
+        .cloned()
+        .collect();
+    let added = b
+        .iter()
+        .filter(|(k, v)| old_keys.get(k) != Some(&v))
+        .cloned()
+        .collect();
+    (removed, added)
+}
+
+/// `a` and `d` as one sorted list without repeats.
+fn merged<T: Ord + Clone>(a: &[T], d: &[T]) -> Vec<T> {
+    a.iter()
+        .chain(d)
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 /// The plan that turns `old` into `new`.
@@ -262,6 +290,8 @@ pub fn apply_to(old: &Table, plan: &Plan) -> Table {
             (SetKind::Addrs(a), SetKind::Addrs(d)) => SetKind::Addrs(minus(a, d)),
             (SetKind::AddrPorts(a), SetKind::AddrPorts(d)) => SetKind::AddrPorts(minus(a, d)),
             (SetKind::Dispatch(a), SetKind::Dispatch(d)) => SetKind::Dispatch(minus(a, d)),
+            (SetKind::Frontends(a), SetKind::Frontends(d)) => SetKind::Frontends(minus(a, d)),
+            (SetKind::NodePorts(a), SetKind::NodePorts(d)) => SetKind::NodePorts(minus(a, d)),
             (kind, _) => kind.clone(),
         };
     }
@@ -284,14 +314,9 @@ pub fn apply_to(old: &Table, plan: &Plan) -> Table {
                     .into_iter()
                     .collect(),
             ),
-            (SetKind::Dispatch(a), SetKind::Dispatch(d)) => SetKind::Dispatch(
-                a.iter()
-                    .chain(d)
-                    .cloned()
-                    .collect::<BTreeSet<_>>()
-                    .into_iter()
-                    .collect(),
-            ),
+            (SetKind::Dispatch(a), SetKind::Dispatch(d)) => SetKind::Dispatch(merged(a, d)),
+            (SetKind::Frontends(a), SetKind::Frontends(d)) => SetKind::Frontends(merged(a, d)),
+            (SetKind::NodePorts(a), SetKind::NodePorts(d)) => SetKind::NodePorts(merged(a, d)),
             (kind, _) => kind.clone(),
         };
         set.kind = merged;
@@ -319,6 +344,8 @@ pub fn same_content(a: &Table, b: &Table) -> bool {
                 SetKind::AddrPorts(v) => v.sort(),
                 SetKind::Dispatch(v) => v.sort(),
                 SetKind::Ports(v) => v.sort(),
+                SetKind::Frontends(v) => v.sort(),
+                SetKind::NodePorts(v) => v.sort(),
             }
         }
         sets.sort_by(|x, y| x.name.cmp(&y.name));

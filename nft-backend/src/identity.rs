@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 
 use policy_compiler::ir::{AllowSetKey, NamedPort, PodPeer};
 use policy_compiler::model::{Direction, IpBlock, NamespaceScope};
+use policy_compiler::nat::{Backend, ServicePortKey};
 use policy_compiler::selector::{Operator, Selector};
 use policy_compiler::{ObjectKey, Protocol};
 
@@ -62,6 +63,21 @@ impl Identity for ObjectKey {
     fn encode(&self, out: &mut String) {
         text(out, &self.namespace);
         text(out, &self.name);
+    }
+}
+
+impl Identity for ServicePortKey {
+    fn encode(&self, out: &mut String) {
+        out.push_str("svcport(");
+        self.service.encode(out);
+        self.protocol.encode(out);
+        let _ = write!(out, "{})", self.port);
+    }
+}
+
+impl Identity for Backend {
+    fn encode(&self, out: &mut String) {
+        let _ = write!(out, "backend({})", self);
     }
 }
 

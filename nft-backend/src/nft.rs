@@ -53,6 +53,29 @@ pub enum SetKind {
     /// Inclusive destination port ranges (an interval set of `inet_service`), sorted and
     /// disjoint. It holds no addresses: its set's `family` is not read.
     Ports(Vec<(u16, u16)>),
+    /// Service frontends: `address . protocol . port` to a verdict (a verdict map).
+    Frontends(Vec<(Frontend, MapTarget)>),
+    /// NodePorts: `protocol . port` to a verdict (a verdict map of one family's chains).
+    NodePorts(Vec<((Protocol, u16), MapTarget)>),
+}
+
+/// The key of a frontend map: destination address, protocol and port.
+pub type Frontend = (IpAddr, Protocol, u16);
+
+/// What a verdict map entry does.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MapTarget {
+    Jump(String),
+    Drop,
+}
+
+impl MapTarget {
+    pub fn chain(&self) -> Option<&str> {
+        match self {
+            MapTarget::Jump(c) => Some(c),
+            MapTarget::Drop => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,7 +136,17 @@ impl Set {
             SetKind::AddrPorts(v) => v.len(),
             SetKind::Dispatch(v) => v.len(),
             SetKind::Ports(v) => v.len(),
+            SetKind::Frontends(v) => v.len(),
+            SetKind::NodePorts(v) => v.len(),
         }
+    }
+
+    /// Whether it is a verdict map (its elements name chains, so it is made after them).
+    pub fn is_map(&self) -> bool {
+        matches!(
+            self.kind,
+            SetKind::Dispatch(_) | SetKind::Frontends(_) | SetKind::NodePorts(_)
+        )
     }
 }
 
@@ -142,6 +175,16 @@ pub enum Match {
         protocol: Protocol,
         set: String,
     },
+    /// `ip saddr != @set`.
+    AddrNotIn { family: Family, addr: Addr, set: String },
+    /// `ip saddr 10.0.0.1`.
+    AddrIs {
+        family: Family,
+        addr: Addr,
+        value: IpAddr,
+    },
+    /// `meta mark & 0x4000 == 0x4000`: every bit of the mask is set.
+    MarkHas(u32),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,6 +200,31 @@ pub enum Verdict {
         addr: Addr,
         map: String,
     },
+    /// `ip daddr . meta l4proto . th dport vmap @map` (a [`SetKind::Frontends`] map).
+    FrontendDispatch {
+        family: Family,
+        map: String,
+    },
+    /// `meta l4proto . th dport vmap @map` (a [`SetKind::NodePorts`] map).
+    NodePortDispatch {
+        map: String,
+    },
+    /// `numgen random mod N vmap { 0 : jump a, 1 : jump b, ... }`.
+    RandomJump(Vec<String>),
+    /// `meta mark set meta mark | bits`: the one action that does not end the rule's chain;
+    /// evaluation goes on with the next rule.
+    Mark(u32),
+    /// `dnat ip to 10.0.0.1:8080` (the family is the address's).
+    Dnat {
+        addr: IpAddr,
+        port: u16,
+    },
+    /// `masquerade`.
+    Masquerade,
+    /// `reject with tcp reset` (the rule must match TCP).
+    RejectTcpReset,
+    /// `reject with icmpx port-unreachable`.
+    RejectPortUnreachable,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,28 +238,94 @@ impl Rule {
     /// Whether the rule reads the named set or map.
     pub fn uses_set(&self, name: &str) -> bool {
         let in_matches = self.matches.iter().any(|m| match m {
-            Match::AddrIn { set, .. } | Match::PortIn { set, .. } | Match::DaddrPortIn { set, .. } => {
-                set == name
-            }
+            Match::AddrIn { set, .. }
+            | Match::AddrNotIn { set, .. }
+            | Match::PortIn { set, .. }
+            | Match::DaddrPortIn { set, .. } => set == name,
             _ => false,
         });
-        in_matches || matches!(&self.verdict, Verdict::Dispatch { map, .. } if map == name)
+        in_matches
+            || matches!(&self.verdict,
+                Verdict::Dispatch { map, .. }
+                | Verdict::FrontendDispatch { map, .. }
+                | Verdict::NodePortDispatch { map } if map == name)
     }
 }
 
+/// A base chain's hook, type and priority. Its name is the chain's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
+    /// Policy and the no-endpoint rejects (filter 0).
     Forward,
     Input,
     Output,
+    /// Source ranges of LoadBalancer IPs, before DNAT (filter, dstnat - 10).
+    FirewallPrerouting,
+    FirewallOutput,
+    /// Service DNAT (nat, dstnat).
+    NatPrerouting,
+    NatOutput,
+    /// Masquerade of marked connections (nat, srcnat).
+    NatPostrouting,
 }
 
 impl Hook {
+    pub const ALL: [Hook; 8] = [
+        Hook::FirewallPrerouting,
+        Hook::FirewallOutput,
+        Hook::NatPrerouting,
+        Hook::NatOutput,
+        Hook::Forward,
+        Hook::Input,
+        Hook::Output,
+        Hook::NatPostrouting,
+    ];
+
+    /// The base chain's name.
     pub fn as_str(self) -> &'static str {
         match self {
             Hook::Forward => "forward",
             Hook::Input => "input",
             Hook::Output => "output",
+            Hook::FirewallPrerouting => "firewall-prerouting",
+            Hook::FirewallOutput => "firewall-output",
+            Hook::NatPrerouting => "nat-prerouting",
+            Hook::NatOutput => "nat-output",
+            Hook::NatPostrouting => "nat-postrouting",
+        }
+    }
+
+    /// The netfilter hook it attaches to.
+    pub fn point(self) -> &'static str {
+        match self {
+            Hook::Forward => "forward",
+            Hook::Input => "input",
+            Hook::Output | Hook::FirewallOutput | Hook::NatOutput => "output",
+            Hook::FirewallPrerouting | Hook::NatPrerouting => "prerouting",
+            Hook::NatPostrouting => "postrouting",
+        }
+    }
+
+    pub fn is_nat(self) -> bool {
+        matches!(self, Hook::NatPrerouting | Hook::NatOutput | Hook::NatPostrouting)
+    }
+
+    /// The priority number (filter 0, dstnat -100, srcnat 100).
+    pub fn priority(self) -> i32 {
+        match self {
+            Hook::Forward | Hook::Input | Hook::Output => 0,
+            Hook::FirewallPrerouting | Hook::FirewallOutput => -110,
+            Hook::NatPrerouting | Hook::NatOutput => -100,
+            Hook::NatPostrouting => 100,
+        }
+    }
+
+    /// The priority as the script spells it: nft 1.0 takes the names `dstnat` and `srcnat`
+    /// on some hooks only (not `dstnat` on output), so NAT priorities are numbers.
+    pub fn priority_text(self) -> String {
+        match self.priority() {
+            0 => "filter".to_string(),
+            n => n.to_string(),
         }
     }
 }
@@ -210,6 +344,25 @@ pub struct Chain {
 pub struct Table {
     pub sets: Vec<Set>,
     pub chains: Vec<Chain>,
+}
+
+impl Chain {
+    /// Whether a rule of it looks a verdict map up (so the chain is made after the maps).
+    pub fn reads_map(&self) -> bool {
+        self.rules.iter().any(|r| {
+            matches!(
+                r.verdict,
+                Verdict::Dispatch { .. }
+                    | Verdict::FrontendDispatch { .. }
+                    | Verdict::NodePortDispatch { .. }
+            )
+        })
+    }
+
+    /// Made after the maps: base chains and chains that read a map.
+    pub fn is_late(&self) -> bool {
+        self.hook.is_some() || self.reads_map()
+    }
 }
 
 impl Table {

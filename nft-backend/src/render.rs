@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use policy_compiler::Protocol;
 
-use crate::nft::{Addr, Chain, Family, Match, Rule, Set, SetKind, Table, Verdict};
+use crate::nft::{Addr, Chain, Family, MapTarget, Match, Rule, Set, SetKind, Table, Verdict};
 use crate::{FAMILY, TABLE};
 
 fn ip(family: Family) -> &'static str {
@@ -53,6 +53,13 @@ fn range_text<T: PartialEq + std::fmt::Display>((a, b): &(T, T)) -> String {
     }
 }
 
+fn target_text(target: &MapTarget) -> String {
+    match target {
+        MapTarget::Jump(chain) => format!("jump {chain}"),
+        MapTarget::Drop => "drop".to_string(),
+    }
+}
+
 fn set_text(set: &Set) -> String {
     let t = addr_type(set.family);
     let (keyword, header, items): (&str, String, Vec<String>) = match &set.kind {
@@ -81,6 +88,22 @@ fn set_text(set: &Set) -> String {
             format!("type {t} : verdict"),
             entries.iter().map(|(a, c)| format!("{a} : jump {c}")).collect(),
         ),
+        SetKind::Frontends(entries) => (
+            "map",
+            format!("type {t} . inet_proto . inet_service : verdict"),
+            entries
+                .iter()
+                .map(|((a, p, n), target)| format!("{a} . {} . {n} : {}", proto(*p), target_text(target)))
+                .collect(),
+        ),
+        SetKind::NodePorts(entries) => (
+            "map",
+            "type inet_proto . inet_service : verdict".to_string(),
+            entries
+                .iter()
+                .map(|((p, n), target)| format!("{} . {n} : {}", proto(*p), target_text(target)))
+                .collect(),
+        ),
     };
     let size = set.size.map_or(String::new(), |n| format!("\t\tsize {n}\n"));
     format!(
@@ -101,6 +124,9 @@ fn match_text(m: &Match) -> String {
         Match::PortRange { protocol, first, last } => format!("{} dport {first}-{last}", proto(*protocol)),
         Match::PortIn { protocol, set } => format!("{} dport @{set}", proto(*protocol)),
         Match::DaddrPortIn { family, protocol, set } => format!("{} daddr . {} dport @{set}", ip(*family), proto(*protocol)),
+        Match::AddrNotIn { family, addr, set } => format!("{} {} != @{set}", ip(*family), addr_field(*addr)),
+        Match::AddrIs { family, addr, value } => format!("{} {} {value}", ip(*family), addr_field(*addr)),
+        Match::MarkHas(bits) => format!("meta mark & {bits:#x} == {bits:#x}"),
     }
 }
 
@@ -114,6 +140,34 @@ fn rule_text(rule: &Rule) -> String {
         Verdict::Dispatch { family, addr, map } => {
             format!("{} {} vmap @{map}", ip(*family), addr_field(*addr))
         }
+        Verdict::FrontendDispatch { family, map } => {
+            format!("{} daddr . meta l4proto . th dport vmap @{map}", ip(*family))
+        }
+        Verdict::NodePortDispatch { map } => format!("meta l4proto . th dport vmap @{map}"),
+        Verdict::RandomJump(chains) => {
+            let entries: Vec<String> = chains
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{i} : jump {c}"))
+                .collect();
+            format!(
+                "numgen random mod {} vmap {{ {} }}",
+                chains.len(),
+                entries.join(", ")
+            )
+        }
+        Verdict::Mark(bits) => format!("meta mark set meta mark | {bits:#x}"),
+        Verdict::Dnat {
+            addr: IpAddr::V4(a),
+            port,
+        } => format!("dnat ip to {a}:{port}"),
+        Verdict::Dnat {
+            addr: IpAddr::V6(a),
+            port,
+        } => format!("dnat ip6 to [{a}]:{port}"),
+        Verdict::Masquerade => "masquerade".to_string(),
+        Verdict::RejectTcpReset => "reject with tcp reset".to_string(),
+        Verdict::RejectPortUnreachable => "reject with icmpx port-unreachable".to_string(),
     });
     if let Some(c) = &rule.comment {
         parts.push(format!("comment \"{c}\""));
@@ -126,8 +180,10 @@ fn chain_text(chain: &Chain) -> String {
     if let Some(hook) = chain.hook {
         let _ = writeln!(
             out,
-            "\t\ttype filter hook {} priority filter; policy accept;",
-            hook.as_str()
+            "\t\ttype {} hook {} priority {}; policy accept;",
+            if hook.is_nat() { "nat" } else { "filter" },
+            hook.point(),
+            hook.priority_text()
         );
     }
     for rule in &chain.rules {
@@ -150,32 +206,16 @@ pub fn render(table: &Table) -> String {
     let _ = writeln!(out, "table {FAMILY} {TABLE} {{}}");
     let _ = writeln!(out, "delete table {FAMILY} {TABLE}");
     let _ = writeln!(out, "table {FAMILY} {TABLE} {{");
-    for set in table
-        .sets
-        .iter()
-        .filter(|s| !matches!(s.kind, SetKind::Dispatch(_)))
-    {
+    for set in table.sets.iter().filter(|s| !s.is_map()) {
         out.push_str(&set_text(set));
     }
-    for chain in table
-        .chains
-        .iter()
-        .filter(|c| c.hook.is_none() && c.name != crate::build::POLICY_CHAIN)
-    {
+    for chain in table.chains.iter().filter(|c| !c.is_late()) {
         out.push_str(&chain_text(chain));
     }
-    for set in table
-        .sets
-        .iter()
-        .filter(|s| matches!(s.kind, SetKind::Dispatch(_)))
-    {
+    for set in table.sets.iter().filter(|s| s.is_map()) {
         out.push_str(&set_text(set));
     }
-    for chain in table
-        .chains
-        .iter()
-        .filter(|c| c.hook.is_some() || c.name == crate::build::POLICY_CHAIN)
-    {
+    for chain in table.chains.iter().filter(|c| c.is_late()) {
         out.push_str(&chain_text(chain));
     }
     out.push_str("}\n");

@@ -20,7 +20,7 @@ use nftnl::{Batch, FinalizedBatch, MsgType};
 use nftnl_sys::libc;
 
 use nft_backend::diff::{diff, fit_sizes, Plan};
-use nft_backend::nft::{Set, SetKind, Table};
+use nft_backend::nft::{Set, Table};
 use objects::{
     chain_message, delete_chain_message, delete_set_message, element_messages, flush_chain_message,
     flush_set_message, set_messages, Ids, Message,
@@ -49,18 +49,10 @@ fn full_messages(table: &Table) -> Result<Vec<Message>, NetlinkError> {
     for chain in &table.chains {
         out.push(chain_message(chain)?);
     }
-    for set in table
-        .sets
-        .iter()
-        .filter(|s| !matches!(s.kind, SetKind::Dispatch(_)))
-    {
+    for set in table.sets.iter().filter(|s| !s.is_map()) {
         out.extend(set_messages(set, &mut ids)?);
     }
-    for set in table
-        .sets
-        .iter()
-        .filter(|s| matches!(s.kind, SetKind::Dispatch(_)))
-    {
+    for set in table.sets.iter().filter(|s| s.is_map()) {
         out.extend(set_messages(set, &mut ids)?);
     }
     for chain in &table.chains {
@@ -82,7 +74,7 @@ fn plan_messages(plan: &Plan) -> Result<Vec<Message>, NetlinkError> {
         by_name: Vec::new(),
     };
     let mut out = Vec::new();
-    let is_map = |s: &&Set| matches!(s.kind, SetKind::Dispatch(_));
+    let is_map = |s: &&Set| s.is_map();
     for set in plan.add_sets.iter().filter(|s| !is_map(s)) {
         out.extend(set_messages(set, &mut ids)?);
     }
@@ -118,10 +110,7 @@ fn plan_messages(plan: &Plan) -> Result<Vec<Message>, NetlinkError> {
     for set in &plan.del_elements {
         out.extend(element_messages(set, &mut ids, libc::NFT_MSG_DELSETELEM)?);
     }
-    let (maps, others): (Vec<&Set>, Vec<&Set>) = plan
-        .add_elements
-        .iter()
-        .partition(|s| matches!(s.kind, SetKind::Dispatch(_)));
+    let (maps, others): (Vec<&Set>, Vec<&Set>) = plan.add_elements.iter().partition(|s| s.is_map());
     for set in others.into_iter().chain(maps) {
         out.extend(element_messages(set, &mut ids, libc::NFT_MSG_NEWSETELEM)?);
     }

@@ -9,8 +9,9 @@ use nftnl::{MsgType, NlMsg};
 use nftnl_sys::{self as sys, libc};
 
 use crate::error::NetlinkError;
-use nft_backend::nft::{Chain, Family, Hook, Set, SetKind};
+use nft_backend::nft::{Chain, Family, MapTarget, Set, SetKind};
 use nft_backend::TABLE;
+use policy_compiler::Protocol;
 
 pub(super) const NFPROTO_INET: u16 = libc::NFPROTO_INET as u16;
 /// Elements per NEWSETELEM message: keeps every message far below the netlink size limit.
@@ -19,6 +20,8 @@ pub(super) const ELEMENTS_PER_MESSAGE: usize = 512;
 // nft's datatype numbers, as it stores them in set key types.
 pub(super) const TYPE_IPADDR: u32 = 7;
 pub(super) const TYPE_IP6ADDR: u32 = 8;
+pub(super) const TYPE_INTEGER: u32 = 4;
+pub(super) const TYPE_INET_PROTO: u32 = 12;
 pub(super) const TYPE_INET_SERVICE: u32 = 13;
 pub(super) const TYPE_ICMP6_TYPE: u32 = 29;
 pub(super) const TYPE_BITS: u32 = 6;
@@ -219,11 +222,12 @@ pub(super) fn new_set(
     }
 }
 
-/// One set element: key, optional interval-end flag, optional jump target.
+/// One set element: key, optional interval-end flag, optional jump target, or a drop verdict.
 pub(super) struct Element {
     pub(super) key: Vec<u8>,
     pub(super) interval_end: bool,
     pub(super) jump: Option<CString>,
+    pub(super) drop: bool,
 }
 
 pub(super) fn add_element(set: NonNull<sys::nftnl_set>, e: &Element) {
@@ -243,6 +247,13 @@ pub(super) fn add_element(set: NonNull<sys::nftnl_set>, e: &Element) {
                 libc::NFT_SET_ELEM_INTERVAL_END as u32,
             );
         }
+        if e.drop {
+            sys::nftnl_set_elem_set_u32(
+                el.as_ptr(),
+                sys::NFTNL_SET_ELEM_VERDICT as u16,
+                libc::NF_DROP as u32,
+            );
+        }
         if let Some(chain) = &e.jump {
             sys::nftnl_set_elem_set_u32(
                 el.as_ptr(),
@@ -260,6 +271,15 @@ pub(super) fn elements_of(set: &Set) -> Result<Vec<Element>, NetlinkError> {
         key,
         interval_end: false,
         jump: None,
+        drop: false,
+    };
+    let verdict = |key: Vec<u8>, target: &MapTarget| -> Result<Element, NetlinkError> {
+        Ok(Element {
+            key,
+            interval_end: false,
+            jump: target.chain().map(cstring).transpose()?,
+            drop: *target == MapTarget::Drop,
+        })
     };
     Ok(match &set.kind {
         SetKind::Addrs(addrs) => addrs.iter().map(|a| plain(addr_bytes(*a))).collect(),
@@ -298,10 +318,38 @@ pub(super) fn elements_of(set: &Set) -> Result<Vec<Element>, NetlinkError> {
                     key: addr_bytes(*a),
                     interval_end: false,
                     jump: Some(cstring(chain)?),
+                    drop: false,
                 })
             })
             .collect::<Result<_, NetlinkError>>()?,
+        SetKind::Frontends(entries) => entries
+            .iter()
+            .map(|((a, proto, port), target)| {
+                let mut key = addr_bytes(*a);
+                key.extend(proto_port_key(*proto, *port));
+                verdict(key, target)
+            })
+            .collect::<Result<_, NetlinkError>>()?,
+        SetKind::NodePorts(entries) => entries
+            .iter()
+            .map(|((proto, port), target)| verdict(proto_port_key(*proto, *port), target))
+            .collect::<Result<_, NetlinkError>>()?,
     })
+}
+
+/// `inet_proto . inet_service` as a concatenation stores it: each field padded to 4 bytes.
+fn proto_port_key(proto: Protocol, port: u16) -> Vec<u8> {
+    let [hi, lo] = port.to_be_bytes();
+    vec![ip_proto(proto), 0, 0, 0, hi, lo, 0, 0]
+}
+
+/// The IP protocol number.
+pub(super) fn ip_proto(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => libc::IPPROTO_TCP as u8,
+        Protocol::Udp => libc::IPPROTO_UDP as u8,
+        Protocol::Sctp => libc::IPPROTO_SCTP as u8,
+    }
 }
 
 /// An interval set's elements, as nft makes them: an interval end at the key type's zero
@@ -315,6 +363,7 @@ fn interval_elements(
         key,
         interval_end: true,
         jump: None,
+        drop: false,
     };
     let mut out = Vec::new();
     let mut ranges = ranges.peekable();
@@ -326,6 +375,7 @@ fn interval_elements(
             key: lo,
             interval_end: false,
             jump: None,
+            drop: false,
         });
         out.extend(past.map(end));
     }
@@ -349,6 +399,18 @@ fn set_shape(set: &Set) -> (u32, u32, u32, bool) {
         ),
         SetKind::Dispatch(_) => (addr_type, addr_len, libc::NFT_SET_MAP as u32, true),
         SetKind::Ports(_) => (TYPE_INET_SERVICE, 2, libc::NFT_SET_INTERVAL as u32, true),
+        SetKind::Frontends(_) => (
+            (((addr_type << TYPE_BITS) | TYPE_INET_PROTO) << TYPE_BITS) | TYPE_INET_SERVICE,
+            addr_len + 8,
+            libc::NFT_SET_MAP as u32,
+            false,
+        ),
+        SetKind::NodePorts(_) => (
+            (TYPE_INET_PROTO << TYPE_BITS) | TYPE_INET_SERVICE,
+            8,
+            libc::NFT_SET_MAP as u32,
+            false,
+        ),
     }
 }
 
@@ -366,7 +428,7 @@ pub(super) fn set_messages(set: &Set, ids: &mut Ids) -> Result<Vec<Message>, Net
     let (data, len) = udata.bytes();
     // SAFETY: the set is live; the setters copy their arguments.
     unsafe {
-        if matches!(set.kind, SetKind::Dispatch(_)) {
+        if set.is_map() {
             sys::nftnl_set_set_u32(
                 s.as_ptr(),
                 sys::NFTNL_SET_DATA_TYPE as u16,
@@ -504,15 +566,17 @@ pub(super) fn chain_message(chain: &Chain) -> Result<Message, NetlinkError> {
             u32::from(NFPROTO_INET),
         );
         if let Some(hook) = chain.hook {
-            let hooknum = match hook {
-                Hook::Input => libc::NF_INET_LOCAL_IN,
-                Hook::Forward => libc::NF_INET_FORWARD,
-                Hook::Output => libc::NF_INET_LOCAL_OUT,
+            let hooknum = match hook.point() {
+                "input" => libc::NF_INET_LOCAL_IN,
+                "forward" => libc::NF_INET_FORWARD,
+                "output" => libc::NF_INET_LOCAL_OUT,
+                "prerouting" => libc::NF_INET_PRE_ROUTING,
+                _ => libc::NF_INET_POST_ROUTING,
             };
-            let filter = CString::new("filter").expect("constant");
+            let kind = CString::new(if hook.is_nat() { "nat" } else { "filter" }).expect("constant");
             sys::nftnl_chain_set_u32(c.as_ptr(), sys::NFTNL_CHAIN_HOOKNUM as u16, hooknum as u32);
-            sys::nftnl_chain_set_s32(c.as_ptr(), sys::NFTNL_CHAIN_PRIO as u16, 0);
-            sys::nftnl_chain_set_str(c.as_ptr(), sys::NFTNL_CHAIN_TYPE as u16, filter.as_ptr());
+            sys::nftnl_chain_set_s32(c.as_ptr(), sys::NFTNL_CHAIN_PRIO as u16, hook.priority());
+            sys::nftnl_chain_set_str(c.as_ptr(), sys::NFTNL_CHAIN_TYPE as u16, kind.as_ptr());
             sys::nftnl_chain_set_u32(c.as_ptr(), sys::NFTNL_CHAIN_POLICY as u16, libc::NF_ACCEPT as u32);
         }
         sys::nftnl_chain_set_data(c.as_ptr(), sys::NFTNL_CHAIN_USERDATA as u16, data, len);

@@ -353,7 +353,10 @@ pub(super) fn read(socket: &mnl::Socket) -> Result<Option<Listing>, NetlinkError
     let mut sets = Dump::Sets(Vec::new());
     dump(socket, libc::NFT_MSG_GETSET, None, &mut sets)?;
     if let Dump::Sets(list) = sets {
-        for (name, comment, size) in list.into_iter().filter(|(n, ..)| !n.starts_with("__set")) {
+        for (name, comment, size) in list
+            .into_iter()
+            .filter(|(n, ..)| !n.starts_with("__set") && !n.starts_with("__map"))
+        {
             let mut elements = Dump::Elements(BTreeSet::new());
             dump(socket, libc::NFT_MSG_GETSETELEM, Some(&name), &mut elements)?;
             if let Dump::Elements(elements) = elements {

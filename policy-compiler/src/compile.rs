@@ -18,6 +18,9 @@ use crate::model::{
     Snapshot,
 };
 use crate::pod_index::{PodId, PodIndex};
+use crate::service::{EndpointSlice, Service};
+
+mod services;
 
 /// Compiles one node's ruleset from a snapshot. Never fails: problems become diagnostics.
 pub fn compile(snapshot: &Snapshot, node: &str) -> (Ruleset, Vec<Diagnostic>) {
@@ -55,6 +58,9 @@ pub struct Compiler {
     allow_refs: HashMap<AllowSetKey, usize>,
     pod_set_refs: HashMap<PodPeer, usize>,
     named_refs: HashMap<NamedPort, usize>,
+    services: BTreeMap<ObjectKey, Service>,
+    slices: BTreeMap<ObjectKey, EndpointSlice>,
+    service_cidrs: BTreeMap<String, Vec<ipnet::IpNet>>,
 }
 
 fn namespace_range(ns: &str) -> std::ops::RangeFrom<ObjectKey> {
@@ -76,9 +82,16 @@ impl Compiler {
             allow_refs: HashMap::new(),
             pod_set_refs: HashMap::new(),
             named_refs: HashMap::new(),
+            services: BTreeMap::new(),
+            slices: snapshot.slices,
+            service_cidrs: snapshot.service_cidrs,
         };
         for n in snapshot.nodes.into_values() {
             c.apply_node(n);
+        }
+        c.refresh_service_cidrs();
+        for service in snapshot.services.into_values() {
+            c.apply_service(service);
         }
         for pod in snapshot.pods.into_values() {
             if c.is_local(&pod) {
@@ -331,6 +344,7 @@ impl Compiler {
             self.ir.node_addrs = node.addrs.iter().copied().collect();
         }
         self.nodes.insert(node.name.clone(), node);
+        self.refresh_node_services();
     }
 
     pub fn delete_node(&mut self, name: &str) {
@@ -338,6 +352,7 @@ impl Compiler {
             self.ir.node_addrs.clear();
         }
         self.nodes.remove(name);
+        self.refresh_node_services();
     }
 
     // ---- Local pods and allow-sets ----------------------------------------------------------

@@ -9,6 +9,7 @@ use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
 use crate::model::{Direction, IpBlock, NamespaceScope, ObjectKey, Peer, PortMatch, PortSpec, Protocol};
+use crate::nat::ServiceRules;
 use crate::selector::Selector;
 
 /// A pod selector peer, resolved to the addresses of the pods it matches.
@@ -121,6 +122,8 @@ pub struct Ruleset {
     pub pod_sets: BTreeMap<PodPeer, BTreeSet<IpAddr>>,
     /// Every named port that a rule here uses: pod address to the number it resolves to there.
     pub named_ports: BTreeMap<NamedPort, BTreeMap<IpAddr, u16>>,
+    /// Service NAT on this node (SPEC 5).
+    pub services: ServiceRules,
 }
 
 impl Ruleset {
@@ -177,6 +180,7 @@ impl Ruleset {
                 join(&mut addrs.iter().map(|(a, n)| format!("{a}={n}")))
             );
         }
+        self.services.dump(&mut out);
         out
     }
 }

@@ -9,14 +9,19 @@
 
 pub mod compile;
 pub mod diagnostic;
+pub mod endpoints;
 pub mod eval;
 pub mod flow;
 pub mod ir;
 pub mod lower;
+pub mod lower_service;
 pub mod model;
+pub mod nat;
+pub mod nat_reference;
 mod pod_index;
 pub mod reference;
 pub mod selector;
+pub mod service;
 
 pub use compile::{compile, compile_all, compile_all_reporting, Compiler};
 pub use diagnostic::Diagnostic;

@@ -103,14 +103,21 @@ pub fn node(node: &k8s_core::Node) -> Result<(Node, Vec<Diagnostic>), Diagnostic
     };
     let mut diags = Vec::new();
     let mut addrs = Vec::new();
+    let mut internal_ips = Vec::new();
     let listed = node.status.as_ref().and_then(|s| s.addresses.as_ref());
     for a in listed.into_iter().flatten() {
         if a.type_ != "InternalIP" && a.type_ != "ExternalIP" {
             continue;
         }
         match a.address.parse::<IpAddr>() {
-            Ok(ip) if !addrs.contains(&ip) => addrs.push(ip),
-            Ok(_) => {}
+            Ok(ip) => {
+                if a.type_ == "InternalIP" && !internal_ips.contains(&ip) && !ip.is_loopback() {
+                    internal_ips.push(ip);
+                }
+                if !addrs.contains(&ip) {
+                    addrs.push(ip);
+                }
+            }
             Err(_) => diags.push(Diagnostic::new(
                 "Node",
                 &name,
@@ -118,7 +125,31 @@ pub fn node(node: &k8s_core::Node) -> Result<(Node, Vec<Diagnostic>), Diagnostic
             )),
         }
     }
-    Ok((Node { name, addrs }, diags))
+    let spec = node.spec.clone().unwrap_or_default();
+    let cidr_texts = match spec.pod_cidrs {
+        Some(list) if !list.is_empty() => list,
+        _ => spec.pod_cidr.into_iter().collect(),
+    };
+    let mut pod_cidrs = Vec::new();
+    for t in cidr_texts {
+        match t.parse::<IpNet>() {
+            Ok(net) => pod_cidrs.push(net.trunc()),
+            Err(_) => diags.push(Diagnostic::new(
+                "Node",
+                &name,
+                &format!("ignoring spec.podCIDRs entry {t:?}: not a CIDR"),
+            )),
+        }
+    }
+    Ok((
+        Node {
+            name,
+            addrs,
+            internal_ips,
+            pod_cidrs,
+        },
+        diags,
+    ))
 }
 
 fn phase(text: Option<&str>) -> Phase {

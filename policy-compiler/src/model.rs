@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::selector::Selector;
+use crate::service::{EndpointSlice, Service};
 
 /// The label every namespace carries; the API server sets it to the namespace's name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -139,6 +140,22 @@ pub struct Node {
     pub name: String,
     /// InternalIP and ExternalIP addresses of the node.
     pub addrs: Vec<IpAddr>,
+    /// Its InternalIPs: the addresses NodePorts listen on (SPEC 5).
+    pub internal_ips: Vec<IpAddr>,
+    /// `spec.podCIDRs`: where its pods' addresses come from.
+    pub pod_cidrs: Vec<IpNet>,
+}
+
+impl Node {
+    /// A node with these addresses, all of them InternalIPs, and no pod CIDR.
+    pub fn with_addrs(name: impl Into<String>, addrs: Vec<IpAddr>) -> Node {
+        Node {
+            name: name.into(),
+            internal_ips: addrs.clone(),
+            addrs,
+            pod_cidrs: Vec::new(),
+        }
+    }
 }
 
 /// Which directions a policy applies to (its effective `policyTypes`).
@@ -268,9 +285,23 @@ pub struct Snapshot {
     pub pods: BTreeMap<ObjectKey, Pod>,
     pub policies: BTreeMap<ObjectKey, Policy>,
     pub nodes: BTreeMap<String, Node>,
+    pub services: BTreeMap<ObjectKey, Service>,
+    pub slices: BTreeMap<ObjectKey, EndpointSlice>,
+    /// Service CIDRs by the ServiceCIDR object that declares them (or the flag's name).
+    pub service_cidrs: BTreeMap<String, Vec<IpNet>>,
 }
 
 impl Snapshot {
+    /// The slices of a service, by name.
+    pub fn slices_of(&self, service: &ObjectKey) -> Vec<&EndpointSlice> {
+        self.slices
+            .range(ObjectKey::new(&service.namespace, "")..)
+            .take_while(|(k, _)| k.namespace == service.namespace)
+            .map(|(_, s)| s)
+            .filter(|s| s.service == service.name)
+            .collect()
+    }
+
     /// The labels of a namespace; a namespace that no object declares has only its name label.
     pub fn namespace_labels(&self, name: &str) -> Labels {
         match self.namespaces.get(name) {

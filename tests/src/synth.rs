@@ -237,13 +237,7 @@ pub fn cluster(n_pods: usize, n_policies: usize) -> Snapshot {
     let nodes: BTreeMap<String, Node> = (0..n_nodes)
         .map(|i| {
             let addr = IpAddr::V4(Ipv4Addr::new(172, 16 + (i >> 16) as u8, (i >> 8) as u8, i as u8));
-            (
-                node_name(i),
-                Node {
-                    name: node_name(i),
-                    addrs: vec![addr],
-                },
-            )
+            (node_name(i), Node::with_addrs(node_name(i), vec![addr]))
         })
         .collect();
     Snapshot {
@@ -251,6 +245,7 @@ pub fn cluster(n_pods: usize, n_policies: usize) -> Snapshot {
         pods,
         policies,
         nodes,
+        ..Snapshot::default()
     }
 }
 

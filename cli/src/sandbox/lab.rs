@@ -273,6 +273,10 @@ impl Lab {
         ip(underlay, &format!("link set {outer} master br0 up"))?;
         ip(&ns, &format!("addr add {addr}/16 dev {inner}"))?;
         ip(&ns, &format!("link set {inner} up"))?;
+        // Like a real node, it routes what it has no route for (service addresses a NAT rule
+        // left untranslated) out of its uplink, so the filter hooks see that traffic: on the
+        // underlay, nothing answers it.
+        ip(&ns, &format!("route add default dev {inner}"))?;
         sysctl(&ns, "net.ipv4.ip_forward=1")?;
         if let Some(addr6) = addr6 {
             ip(&ns, &format!("addr add {addr6}/64 dev {inner} nodad"))?;

@@ -71,12 +71,10 @@ pub fn address_nodes(snapshot: &mut Snapshot) -> Vec<String> {
         snapshot
             .nodes
             .entry(name.clone())
-            .or_insert_with(|| Node {
-                name: name.clone(),
-                addrs: Vec::new(),
-            })
-            .addrs
-            .push(addr);
+            .or_insert_with(|| Node::with_addrs(name.clone(), Vec::new()));
+        let node = snapshot.nodes.get_mut(&name).expect("inserted above");
+        node.addrs.push(addr);
+        node.internal_ips.push(addr);
     }
     // Dual-stack pods need a dual-stack node to route them.
     let v6_nodes: BTreeSet<String> = snapshot
@@ -87,10 +85,10 @@ pub fn address_nodes(snapshot: &mut Snapshot) -> Vec<String> {
         .collect();
     let mut next6 = 1u16;
     for name in v6_nodes {
-        let node = snapshot.nodes.entry(name.clone()).or_insert_with(|| Node {
-            name: name.clone(),
-            addrs: Vec::new(),
-        });
+        let node = snapshot
+            .nodes
+            .entry(name.clone())
+            .or_insert_with(|| Node::with_addrs(name.clone(), Vec::new()));
         if node.addrs.iter().any(IpAddr::is_ipv6) {
             continue;
         }
@@ -105,6 +103,7 @@ pub fn address_nodes(snapshot: &mut Snapshot) -> Vec<String> {
             "node {name}: no IPv6 InternalIP, the sandbox gives it {addr}"
         ));
         node.addrs.push(addr);
+        node.internal_ips.push(addr);
     }
     notes
 }
